@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { ConfigError, helpText, loadConfig } from './config/config.ts';
+import { createHealthServer, listenHealth } from './health/health-server.ts';
+import { createLogger } from './observability/logger.ts';
+import { createUserServer } from './server/user-server.ts';
+
+async function main(): Promise<number> {
+  let loaded;
+  try {
+    loaded = loadConfig(process.argv.slice(2), process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`cluster-proxy-user-server: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (loaded.help || loaded.config === undefined) {
+    process.stdout.write(`${helpText()}\n`);
+    return 0;
+  }
+  const config = loaded.config;
+  const logger = createLogger(config.log.level);
+  const server = createUserServer(config, logger);
+  let listening = false;
+  let draining = false;
+  const health = createHealthServer({ ready: () => listening, draining: () => draining }, server.metrics.registry);
+  const healthAddress = await listenHealth(health, config.health.address, config.health.port);
+  const address = await server.listen();
+  listening = true;
+  logger.info({ address: address.address, port: address.port, healthPort: healthAddress.port, proxy: config.proxy.transport === 'tcp' ? `${config.proxy.host}:${config.proxy.port}` : config.proxy.path }, 'user-server listening');
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      if (draining) return;
+      draining = true;
+      logger.info({ signal }, 'shutting down');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await server.close();
+  health.close();
+  return 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`cluster-proxy-user-server: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

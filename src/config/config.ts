@@ -1,0 +1,186 @@
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { compileTargetTemplate } from '../tunnel/target-host.ts';
+import { SETTINGS, type SettingName, type SettingSpec } from './settings.ts';
+
+export interface Config {
+  server: { address: string; port: number; certFile: string; keyFile: string; minVersion: 'TLSv1.2' | 'TLSv1.3'; maxHeaderBytes: number };
+  health: { address: string; port: number };
+  proxy:
+    | { transport: 'tcp'; host: string; port: number; servername: string; caFile: string; certFile: string; keyFile: string }
+    | { transport: 'uds'; path: string };
+  serviceProxyCaFile: string;
+  targetTemplate: string;
+  timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number };
+  limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxRequestsPerCluster: number; maxClusters: number };
+  agentRetryAfterSeconds: number;
+  log: { level: string; access: boolean };
+}
+
+/** A setting that cannot be used; the message names it, as the operator typed it. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+type Raw = Partial<Record<SettingName, string>>;
+
+/** Flags win over environment variables, which win over defaults. */
+export function readSettings(argv: readonly string[], environment: NodeJS.ProcessEnv): { values: Raw; help: boolean } {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
+  for (const s of SETTINGS) options[s.flag] = { type: 'string' };
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options, allowPositionals: false, strict: true });
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}; see --help`);
+  }
+  const values: Raw = {};
+  for (const s of SETTINGS) {
+    const v = (parsed.values[s.flag] as string | undefined) ?? environment[s.env] ?? s.default;
+    if (v !== undefined) values[s.flag] = v;
+  }
+  return { values, help: parsed.values.help === true };
+}
+
+export function buildConfig(raw: Raw): Config {
+  const get = <T>(name: SettingName, parse: (v: string, s: SettingSpec) => T): T | undefined => {
+    const v = raw[name];
+    if (v === undefined || v === '') return undefined;
+    return parse(v, specOf(name));
+  };
+  const required = <T>(name: SettingName, parse: (v: string, s: SettingSpec) => T, why = 'is required'): T => {
+    const v = get(name, parse);
+    if (v === undefined) throw new ConfigError(`${label(specOf(name))} ${why}`);
+    return v;
+  };
+
+  const uds = get('proxy-server-uds', parseString);
+  const host = get('proxy-server-host', parseString);
+  let proxy: Config['proxy'];
+  if (uds !== undefined) {
+    if (host !== undefined) throw new ConfigError(`${label(specOf('proxy-server-uds'))} and ${label(specOf('proxy-server-host'))} exclude each other: pick one`);
+    proxy = { transport: 'uds', path: uds };
+  } else {
+    const why = 'is required when the proxy-server is reached over TCP (or set --proxy-server-uds)';
+    const h = required('proxy-server-host', parseString, 'or --proxy-server-uds is required');
+    proxy = {
+      transport: 'tcp',
+      host: h,
+      port: required('proxy-server-port', parsePort),
+      servername: get('proxy-server-name', parseString) ?? h,
+      caFile: required('proxy-ca-cert', parseFile, why),
+      certFile: required('proxy-cert', parseFile, why),
+      keyFile: required('proxy-key', parseFile, why),
+    };
+  }
+
+  const targetTemplate = required('target-template', parseString);
+  try {
+    compileTargetTemplate(targetTemplate);
+  } catch (err) {
+    throw new ConfigError(`${label(specOf('target-template'))}: ${(err as Error).message}`);
+  }
+  const connectMs = required('connect-timeout', parseDuration);
+  if (connectMs < 1000) throw new ConfigError(`${label(specOf('connect-timeout'))} must be at least 1s (ANP's agent dial alone may take 5s)`);
+
+  return {
+    server: {
+      address: required('server-address', parseString),
+      port: required('server-port', parsePort),
+      certFile: required('server-cert', parseFile),
+      keyFile: required('server-key', parseFile),
+      minVersion: required('tls-min-version', parseEnum) as 'TLSv1.2' | 'TLSv1.3',
+      maxHeaderBytes: required('max-header-bytes', parseCount),
+    },
+    health: { address: required('health-address', parseString), port: required('health-port', parsePort) },
+    proxy,
+    serviceProxyCaFile: required('service-proxy-ca-cert', parseFile),
+    targetTemplate,
+    timeouts: {
+      connectMs,
+      tlsHandshakeMs: positive('tls-handshake-timeout', required('tls-handshake-timeout', parseDuration)),
+      responseHeadersMs: required('response-headers-timeout', parseDuration),
+      clientStallMs: required('client-stall-timeout', parseDuration),
+      idleTunnelMs: positive('idle-tunnel-timeout', required('idle-tunnel-timeout', parseDuration)),
+    },
+    limits: {
+      maxTunnelsPerCluster: required('max-tunnels-per-cluster', parseCount),
+      maxStreamsPerCluster: required('max-streams-per-cluster', parseCount),
+      maxRequestsPerCluster: required('max-requests-per-cluster', parseCount),
+      maxClusters: required('max-clusters', parseCount),
+    },
+    agentRetryAfterSeconds: Math.max(1, Math.round(required('agent-retry-after', parseDuration) / 1000)),
+    log: { level: required('log-level', parseEnum), access: required('access-log', parseBoolean) },
+  };
+}
+
+export function loadConfig(argv: readonly string[], environment: NodeJS.ProcessEnv): { config?: Config; help: boolean } {
+  const { values, help } = readSettings(argv, environment);
+  if (help) return { help };
+  return { config: buildConfig(values), help };
+}
+
+export function helpText(): string {
+  const lines = ['Usage: cluster-proxy-user-server [flags]', '', 'Every flag can also be set with the environment variable shown.', ''];
+  for (const s of SETTINGS) {
+    const def = s.default === undefined ? '' : ` (default ${s.default})`;
+    lines.push(`  --${s.flag} <${s.type}>   ${s.env}`, `      ${s.help}${def}`);
+  }
+  lines.push('', 'Durations are written like 500ms, 10s, 2m or 1h; 0 disables where noted.');
+  return lines.join('\n');
+}
+
+function specOf(name: SettingName): SettingSpec {
+  return SETTINGS.find((s) => s.flag === name)!;
+}
+
+function label(s: SettingSpec): string {
+  return `--${s.flag} (${s.env})`;
+}
+
+function positive(name: SettingName, v: number): number {
+  if (v <= 0) throw new ConfigError(`${label(specOf(name))} must be greater than 0`);
+  return v;
+}
+
+function parseString(v: string): string {
+  return v;
+}
+
+function parseFile(v: string, s: SettingSpec): string {
+  if (!existsSync(v)) throw new ConfigError(`${label(s)}: file ${JSON.stringify(v)} does not exist`);
+  return v;
+}
+
+function parsePort(v: string, s: SettingSpec): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 65535) throw new ConfigError(`${label(s)} must be a port number from 0 to 65535, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function parseCount(v: string, s: SettingSpec): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || !Number.isSafeInteger(n)) throw new ConfigError(`${label(s)} must be a whole number of at least 1, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Go-style durations (10s, 500ms, 2m, 1h) in milliseconds; a bare 0 is allowed. */
+export function parseDuration(v: string, s: SettingSpec): number {
+  if (v === '0') return 0;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v);
+  if (m === null) throw new ConfigError(`${label(s)} must be a duration such as 500ms, 10s or 2m, got ${JSON.stringify(v)}`);
+  return Math.round(Number(m[1]) * UNIT_MS[m[2]!]!);
+}
+
+function parseBoolean(v: string, s: SettingSpec): boolean {
+  if (v === 'true' || v === '1') return true;
+  if (v === 'false' || v === '0') return false;
+  throw new ConfigError(`${label(s)} must be true or false, got ${JSON.stringify(v)}`);
+}
+
+function parseEnum(v: string, s: SettingSpec): string {
+  if (!s.choices?.includes(v)) throw new ConfigError(`${label(s)} must be one of ${s.choices?.join(', ')}, got ${JSON.stringify(v)}`);
+  return v;
+}

@@ -1,0 +1,58 @@
+import { DEFAULT_TARGET_TEMPLATE } from '../tunnel/target-host.ts';
+
+/**
+ * Every setting has a flag, an environment variable and a default. The table is the single source for
+ * parsing, validation messages, --help and the README.
+ */
+export type SettingType = 'string' | 'path' | 'port' | 'duration' | 'count' | 'boolean' | 'enum';
+
+export interface SettingSpec {
+  flag: string;
+  env: string;
+  type: SettingType;
+  default: string | undefined;
+  help: string;
+  choices?: readonly string[];
+}
+
+const env = (flag: string): string => `CLUSTER_PROXY_${flag.toUpperCase().replaceAll('-', '_')}`;
+
+function spec(flag: string, type: SettingType, def: string | undefined, help: string, choices?: readonly string[]): SettingSpec {
+  const s: SettingSpec = { flag, env: env(flag), type, default: def, help };
+  if (choices !== undefined) s.choices = choices;
+  return s;
+}
+
+export const SETTINGS = [
+  spec('server-address', 'string', '0.0.0.0', 'address the HTTPS server listens on'),
+  spec('server-port', 'port', '9092', 'HTTPS port for clients (HTTP/2 and HTTP/1.1)'),
+  spec('server-cert', 'path', undefined, 'serving certificate (PEM), e.g. from the OpenShift service CA (required)'),
+  spec('server-key', 'path', undefined, 'serving private key (PEM) (required)'),
+  spec('tls-min-version', 'enum', 'TLSv1.2', 'lowest TLS version offered to clients', ['TLSv1.2', 'TLSv1.3']),
+  spec('health-address', 'string', '0.0.0.0', 'address of the plain-HTTP health and metrics server'),
+  spec('health-port', 'port', '8000', 'port of /healthz, /readyz and /metrics'),
+  spec('proxy-server-host', 'string', undefined, 'ANP proxy-server host (HTTP-CONNECT frontend over mutual TLS)'),
+  spec('proxy-server-port', 'port', '8090', 'ANP proxy-server frontend port'),
+  spec('proxy-server-name', 'string', undefined, 'TLS server name expected from the proxy-server (default: --proxy-server-host)'),
+  spec('proxy-server-uds', 'path', undefined, 'Unix socket of the ANP proxy-server frontend, instead of host and port (plain HTTP)'),
+  spec('proxy-ca-cert', 'path', undefined, 'CA that verifies the proxy-server (TCP only)'),
+  spec('proxy-cert', 'path', undefined, 'client certificate for the proxy-server (TCP only)'),
+  spec('proxy-key', 'path', undefined, 'client key for the proxy-server (TCP only)'),
+  spec('service-proxy-ca-cert', 'path', undefined, "CA that verifies each cluster's service-proxy (required)"),
+  spec('target-template', 'string', DEFAULT_TARGET_TEMPLATE, 'CONNECT target per cluster; {hash} = first 48 hex chars of sha256(cluster), {cluster} = the name'),
+  spec('connect-timeout', 'duration', '10s', "reaching the proxy-server and its CONNECT reply; keep it above ANP's 5s agent dial timeout"),
+  spec('tls-handshake-timeout', 'duration', '10s', 'TLS handshake with the service-proxy inside the tunnel'),
+  spec('response-headers-timeout', 'duration', '120s', 'wait for response headers once a request is sent (0 disables); streams have no timeout'),
+  spec('client-stall-timeout', 'duration', '60s', 'longest a client may leave a response unread before it is cut off (0 disables)'),
+  spec('idle-tunnel-timeout', 'duration', '90s', 'pooled tunnels idle this long are closed'),
+  spec('max-tunnels-per-cluster', 'count', '64', 'keep-alive tunnels per cluster for ordinary requests'),
+  spec('max-streams-per-cluster', 'count', '2000', 'tunnels per cluster for long-running requests (watch, logs -f)'),
+  spec('max-requests-per-cluster', 'count', '4096', 'requests in flight or queued per cluster; more get 429'),
+  spec('max-clusters', 'count', '2000', 'clusters with open tunnel pools at once'),
+  spec('max-header-bytes', 'count', '65536', 'largest request header block accepted from clients'),
+  spec('agent-retry-after', 'duration', '5s', 'Retry-After sent with 503 when a cluster has no connected agent'),
+  spec('log-level', 'enum', 'info', 'pino log level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  spec('access-log', 'boolean', 'true', 'log one line per request'),
+] as const satisfies readonly SettingSpec[];
+
+export type SettingName = (typeof SETTINGS)[number]['flag'];

@@ -1,0 +1,77 @@
+/**
+ * Every failure the proxy itself produces is a ProxyError with a stable code. The code decides the
+ * HTTP status and the Kubernetes Status reason in one table, so the mapping lives in one place.
+ */
+export type ProxyErrorCode =
+  | 'BAD_PATH'
+  | 'INVALID_CLUSTER_NAME'
+  | 'INVALID_SERVICE'
+  | 'BAD_REQUEST_BODY'
+  | 'TOO_MANY_REQUESTS'
+  | 'CAPACITY_EXCEEDED'
+  | 'AGENT_UNAVAILABLE'
+  | 'PROXY_UNREACHABLE'
+  | 'PROXY_TLS_FAILED'
+  | 'PROXY_CONNECT_TIMEOUT'
+  | 'PROXY_PROTOCOL_ERROR'
+  | 'AGENT_DIAL_FAILED'
+  | 'AGENT_DIAL_TIMEOUT'
+  | 'SERVICE_PROXY_TLS_FAILED'
+  | 'SERVICE_PROXY_TLS_TIMEOUT'
+  | 'UPSTREAM_FAILED'
+  | 'UPSTREAM_HEADERS_TIMEOUT'
+  | 'SHUTTING_DOWN';
+
+interface CodeInfo {
+  status: number;
+  reason: string;
+}
+
+/** Kubernetes has no StatusReason for 502; "BadGateway" reads well in `kubectl` ("Error from server (BadGateway)"). */
+const CODES: Record<ProxyErrorCode, CodeInfo> = {
+  BAD_PATH: { status: 400, reason: 'BadRequest' },
+  INVALID_CLUSTER_NAME: { status: 400, reason: 'BadRequest' },
+  INVALID_SERVICE: { status: 400, reason: 'BadRequest' },
+  BAD_REQUEST_BODY: { status: 400, reason: 'BadRequest' },
+  TOO_MANY_REQUESTS: { status: 429, reason: 'TooManyRequests' },
+  CAPACITY_EXCEEDED: { status: 503, reason: 'ServiceUnavailable' },
+  AGENT_UNAVAILABLE: { status: 503, reason: 'ServiceUnavailable' },
+  SHUTTING_DOWN: { status: 503, reason: 'ServiceUnavailable' },
+  PROXY_UNREACHABLE: { status: 502, reason: 'BadGateway' },
+  PROXY_TLS_FAILED: { status: 502, reason: 'BadGateway' },
+  PROXY_PROTOCOL_ERROR: { status: 502, reason: 'BadGateway' },
+  AGENT_DIAL_FAILED: { status: 502, reason: 'BadGateway' },
+  SERVICE_PROXY_TLS_FAILED: { status: 502, reason: 'BadGateway' },
+  UPSTREAM_FAILED: { status: 502, reason: 'BadGateway' },
+  PROXY_CONNECT_TIMEOUT: { status: 504, reason: 'Timeout' },
+  AGENT_DIAL_TIMEOUT: { status: 504, reason: 'Timeout' },
+  SERVICE_PROXY_TLS_TIMEOUT: { status: 504, reason: 'Timeout' },
+  UPSTREAM_HEADERS_TIMEOUT: { status: 504, reason: 'Timeout' },
+};
+
+export interface ProxyErrorOptions {
+  cause?: unknown;
+  /** Seconds a client should wait before retrying; sent as Retry-After and details.retryAfterSeconds. */
+  retryAfterSeconds?: number;
+}
+
+export class ProxyError extends Error {
+  override readonly name = 'ProxyError';
+  readonly code: ProxyErrorCode;
+  readonly statusCode: number;
+  readonly reason: string;
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(code: ProxyErrorCode, message: string, options: ProxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    const info = CODES[code];
+    this.code = code;
+    this.statusCode = info.status;
+    this.reason = info.reason;
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
+}
+
+export function isProxyError(err: unknown): err is ProxyError {
+  return err instanceof ProxyError;
+}

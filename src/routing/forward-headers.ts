@@ -1,0 +1,130 @@
+import type { ServiceTarget } from './request-target.ts';
+
+/**
+ * Hop-by-hop headers (RFC 9110 section 7.6.1 and Go's ReverseProxy list). They describe one connection and are
+ * never forwarded; the names a Connection header lists are dropped as well.
+ */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'proxy-connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  // HTTP/2 upgrade token of h2c; meaningless past this hop.
+  'http2-settings',
+]);
+
+const CLUSTER_PROXY_PREFIX = 'cluster-proxy-';
+
+export interface ForwardRequestInput {
+  /** Node's rawHeaders: name, value, name, value... with original case and duplicates. */
+  rawHeaders: readonly string[];
+  /** Address of the client socket, appended to X-Forwarded-For. */
+  clientAddress: string | undefined;
+  target: ServiceTarget;
+  /** Keep `Connection: Upgrade` and `Upgrade` (byte-level upgrade pass-through). */
+  upgrade?: string | undefined;
+}
+
+/**
+ * The header list sent upstream, as a flat [name, value, ...] array (undici takes it as is).
+ * End-to-end headers pass with their case and order, Authorization included; Host is kept;
+ * client-sent Cluster-Proxy-* headers are replaced by ours; X-Forwarded-For gets the client appended.
+ */
+export function buildUpstreamHeaders(input: ForwardRequestInput): string[] {
+  const raw = input.rawHeaders;
+  const listed = connectionListedNames(raw);
+  const out: string[] = [];
+  let forwardedFor: string | undefined;
+  let host: string | undefined;
+  let authority: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    if (name.charCodeAt(0) === 0x3a) {
+      // HTTP/2 pseudo-header; :authority stands in for Host.
+      if (name === ':authority') authority = value;
+      continue;
+    }
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      // Go's ReverseProxy keeps "TE: trailers" (it signals trailer support end to end).
+      if (lower === 'te' && value.trim().toLowerCase() === 'trailers') out.push(name, value);
+      continue;
+    }
+    if (listed !== undefined && listed.has(lower)) continue;
+    if (lower.startsWith(CLUSTER_PROXY_PREFIX)) continue;
+    if (lower === 'x-forwarded-for') {
+      forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
+      continue;
+    }
+    if (lower === 'host') {
+      // A request with two Host headers is rejected by Node's parser; keep the first to be safe.
+      if (host === undefined) {
+        host = value;
+        out.push(name, value);
+      }
+      continue;
+    }
+    // Expect: 100-continue was answered by Node on this hop; the upstream hop has its own.
+    if (lower === 'expect') continue;
+    out.push(name, value);
+  }
+  if (host === undefined && authority !== undefined) out.push('host', authority);
+  if (input.clientAddress !== undefined) {
+    const client = stripIpv4Mapped(input.clientAddress);
+    forwardedFor = forwardedFor === undefined ? client : `${forwardedFor}, ${client}`;
+  }
+  if (forwardedFor !== undefined) out.push('x-forwarded-for', forwardedFor);
+  if (input.upgrade !== undefined) out.push('connection', 'Upgrade', 'upgrade', input.upgrade);
+  const t = input.target;
+  out.push(
+    'cluster-proxy-proto', t.proto,
+    'cluster-proxy-namespace', t.namespace,
+    'cluster-proxy-service', t.service,
+    'cluster-proxy-port', t.port,
+  );
+  return out;
+}
+
+/**
+ * Response headers to relay to the client, without hop-by-hop headers. Takes undici's raw list
+ * (Buffers or strings) so duplicates such as Set-Cookie keep their order.
+ */
+export function buildResponseHeaders(raw: readonly (Buffer | string)[]): string[] {
+  const strings: string[] = new Array(raw.length);
+  for (let i = 0; i < raw.length; i++) strings[i] = raw[i]!.toString('latin1');
+  const listed = connectionListedNames(strings);
+  const out: string[] = [];
+  for (let i = 0; i < strings.length; i += 2) {
+    const name = strings[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) continue;
+    if (listed !== undefined && listed.has(lower)) continue;
+    out.push(name, strings[i + 1]!);
+  }
+  return out;
+}
+
+/** Names listed in Connection headers (RFC 9110 section 7.6.1), lower-cased; undefined when there are none. */
+function connectionListedNames(raw: readonly string[]): Set<string> | undefined {
+  let names: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length !== 10 || name.toLowerCase() !== 'connection') continue;
+    for (const token of raw[i + 1]!.split(',')) {
+      const t = token.trim().toLowerCase();
+      if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade') continue;
+      (names ??= new Set()).add(t);
+    }
+  }
+  return names;
+}
+
+function stripIpv4Mapped(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}

@@ -1,0 +1,138 @@
+import type { Logger } from 'pino';
+import { renderStatusResponse } from '../errors/kube-status.ts';
+import { ProxyError, isProxyError } from '../errors/proxy-error.ts';
+import type { Metrics, RequestKind } from '../observability/metrics.ts';
+import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
+import { isLongRunning } from '../routing/long-running.ts';
+import { parseRequestTarget, type Route } from '../routing/request-target.ts';
+import type { TunnelTarget } from '../tunnel/anp-tunnel.ts';
+import { forward, type ClientRequest, type ClientResponse } from '../upstream/forward.ts';
+import type { TunnelPools } from '../upstream/tunnel-pool.ts';
+
+export interface ProxyHandlerDeps {
+  pools: TunnelPools;
+  targetFor: (cluster: string) => TunnelTarget;
+  metrics: Metrics;
+  logger: Logger;
+  accessLog: boolean;
+  maxRequestsPerCluster: number;
+  clientStallTimeoutMs: number;
+}
+
+/**
+ * Serves one non-upgrade request: route on the raw target, forward through the cluster's tunnel pool,
+ * answer proxy-made failures with a Kubernetes Status. Works on Node's request and response objects
+ * (HTTP/1.1 or HTTP/2 compatibility API) so it does not depend on the web framework.
+ */
+export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest, res: ClientResponse, requestId: string) => Promise<void> {
+  const inFlight = new Map<string, number>();
+  const origins = new Map<TunnelTarget, string>();
+  const originOf = (t: TunnelTarget): string => {
+    let o = origins.get(t);
+    if (o === undefined) {
+      o = `https://${t.host}:${t.port}`;
+      if (origins.size > 10_000) origins.clear();
+      origins.set(t, o);
+    }
+    return o;
+  };
+
+  return async (req, res, requestId) => {
+    const started = performance.now();
+    const method = req.method ?? 'GET';
+    let route: Route;
+    try {
+      route = parseRequestTarget(req.url ?? '');
+    } catch (err) {
+      const e = isProxyError(err) ? err : new ProxyError('BAD_PATH', String(err));
+      sendStatus(res, e);
+      deps.metrics.requestRejected(method, e.statusCode);
+      if (deps.accessLog) deps.logger.info({ reqId: requestId, method, status: e.statusCode, error: e.code, msg: e.message }, 'rejected');
+      return;
+    }
+
+    const kind: RequestKind = route.kind;
+    const cluster = route.cluster;
+    const count = inFlight.get(cluster) ?? 0;
+    if (count >= deps.maxRequestsPerCluster) {
+      const e = new ProxyError('TOO_MANY_REQUESTS', `too many requests in flight to cluster ${cluster} (limit ${deps.maxRequestsPerCluster}); retry shortly`, { retryAfterSeconds: 1 });
+      sendStatus(res, e, cluster);
+      deps.metrics.requestRejected(method, e.statusCode);
+      return;
+    }
+    inFlight.set(cluster, count + 1);
+    deps.metrics.requestStarted(kind);
+
+    const target = deps.targetFor(cluster);
+    const longRunning = isLongRunning(method, route.upstreamPath);
+    const result = await forward(
+      {
+        dispatcher: longRunning ? deps.pools.streams : deps.pools.short,
+        origin: originOf(target),
+        method,
+        path: route.upstreamPath,
+        headers: buildUpstreamHeaders({ rawHeaders: req.rawHeaders, clientAddress: req.socket?.remoteAddress, target: route.target }),
+        body: hasBody(req) ? req : null,
+        clientStallTimeoutMs: deps.clientStallTimeoutMs,
+      },
+      res,
+    );
+
+    const left = (inFlight.get(cluster) ?? 1) - 1;
+    if (left === 0) inFlight.delete(cluster);
+    else inFlight.set(cluster, left);
+
+    let status = result.statusCode ?? 0;
+    if (result.errorBeforeHeaders !== undefined) {
+      const err = result.errorBeforeHeaders;
+      status = err.statusCode;
+      if (!result.clientGone) sendStatus(res, withCluster(err, cluster), cluster);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    deps.metrics.requestFinished(kind, method, result.clientGone ? 0 : status, seconds, result.firstByteSeconds);
+    if (deps.accessLog || result.errorBeforeHeaders !== undefined || result.errorAfterHeaders !== undefined) {
+      const line: Record<string, unknown> = {
+        reqId: requestId,
+        cluster,
+        kind: longRunning ? `${kind}-stream` : kind,
+        method,
+        path: route.upstreamPathname,
+        status,
+        bytes: result.bytes,
+        durationMs: Math.round(seconds * 1000),
+      };
+      if (result.errorBeforeHeaders !== undefined) line.error = result.errorBeforeHeaders.code;
+      if (result.errorAfterHeaders !== undefined) line.abortedAfterHeaders = result.errorAfterHeaders.message;
+      if (result.clientGone) line.clientGone = true;
+      const failed = result.errorBeforeHeaders !== undefined && result.errorBeforeHeaders.statusCode >= 500;
+      if (failed) deps.logger.warn({ ...line, msg: result.errorBeforeHeaders!.message }, 'request failed');
+      else deps.logger.info(line, 'request');
+    }
+  };
+}
+
+/** Prefixes the cluster so a client juggling several clusters sees which one failed. */
+function withCluster(err: ProxyError, cluster: string): ProxyError {
+  if (err.statusCode < 500) return err;
+  const options: { cause?: unknown; retryAfterSeconds?: number } = { cause: err.cause };
+  if (err.retryAfterSeconds !== undefined) options.retryAfterSeconds = err.retryAfterSeconds;
+  return new ProxyError(err.code, `cluster ${cluster}: ${err.message}`, options);
+}
+
+/** Writes a proxy-made error as a Kubernetes Status, or aborts the response when headers already went out. */
+export function sendStatus(res: ClientResponse, err: ProxyError, cluster?: string): void {
+  if (res.headersSent) {
+    res.destroy(err);
+    return;
+  }
+  if (res.destroyed) return;
+  const { statusCode, headers, body } = renderStatusResponse(err, cluster);
+  res.writeHead(statusCode, headers);
+  res.end(body);
+}
+
+function hasBody(req: ClientRequest): boolean {
+  if ('stream' in req) return !req.stream.endAfterHeaders;
+  const h = req.headers;
+  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+}

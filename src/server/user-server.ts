@@ -1,0 +1,136 @@
+import { randomBytes } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Http2SecureServer } from 'node:http2';
+import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.ts';
+import { proxyServerContext, serviceProxyContext, servingMaterial } from '../config/tls-files.ts';
+import { ProxyError } from '../errors/proxy-error.ts';
+import { Metrics } from '../observability/metrics.ts';
+import { compileTargetTemplate } from '../tunnel/target-host.ts';
+import { asClientResponse } from '../upstream/forward.ts';
+import { TunnelPools } from '../upstream/tunnel-pool.ts';
+import { createProxyHandler, sendStatus } from './proxy-handler.ts';
+
+export interface UserServer {
+  app: FastifyInstance<Http2SecureServer>;
+  metrics: Metrics;
+  pools: TunnelPools;
+  listen(): Promise<AddressInfo>;
+  close(): Promise<void>;
+}
+
+/**
+ * Wires the front (Fastify over HTTPS with HTTP/2 and HTTP/1.1), the proxy handler and the tunnel pools.
+ * Fastify routes every method and path to one handler that takes the response over (hijack): the
+ * handler streams, and Fastify must neither parse bodies nor send replies of its own.
+ */
+export function createUserServer(config: Config, logger: Logger, metrics = new Metrics()): UserServer {
+  const proxyTls = proxyServerContext(config);
+  const serviceProxyTls = serviceProxyContext(config);
+  const pools = new TunnelPools(
+    {
+      proxy: config.proxy.transport === 'tcp'
+        ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
+        : { transport: 'uds', path: config.proxy.path },
+      proxyTls: () => proxyTls,
+      serviceProxyTls: () => serviceProxyTls,
+      connectTimeoutMs: config.timeouts.connectMs,
+      tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
+      agentRetryAfterSeconds: config.agentRetryAfterSeconds,
+      onDial: (r) => metrics.dialed(r),
+      onTunnelOpen: () => metrics.tunnelOpened(),
+      onTunnelClose: () => metrics.tunnelClosed(),
+    },
+    {
+      maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
+      maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
+      idleTimeoutMs: config.timeouts.idleTunnelMs,
+      maxClusters: config.limits.maxClusters,
+      headersTimeoutMs: config.timeouts.responseHeadersMs,
+    },
+  );
+
+  const serving = servingMaterial(config);
+  const idPrefix = randomBytes(4).toString('hex');
+  let nextId = 0;
+  const options = {
+    http2: true,
+    https: {
+      allowHTTP1: true,
+      cert: serving.cert,
+      key: serving.key,
+      minVersion: config.server.minVersion,
+      maxHeaderListSize: config.server.maxHeaderBytes,
+      settings: { maxHeaderListSize: config.server.maxHeaderBytes },
+    },
+    loggerInstance: logger,
+    // The proxy handler writes one access line per request itself, with the fields operators need.
+    logController: new LogController({ disableRequestLogging: true }),
+    genReqId: () => `${idPrefix}-${(nextId++).toString(36)}`,
+    // Long watches and `logs -f` must not be cut by the front; slow-header clients are bounded by Node's
+    // headersTimeout (60 s) instead.
+    connectionTimeout: 0,
+    requestTimeout: 0,
+    keepAliveTimeout: 75_000,
+    return503OnClosing: true,
+    // The handler parses the raw target itself; never let the router reject or rewrite it.
+    routerOptions: { ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, maxParamLength: 65_535 },
+    frameworkErrors: (err: Error, _request: unknown, reply: { hijack(): void; raw: ServerResponse }) => {
+      reply.hijack();
+      sendStatus(asClientResponse(reply.raw), new ProxyError('BAD_PATH', `malformed request: ${err.message}`));
+    },
+    clientErrorHandler: (err: Error, socket: Socket) => {
+      const tooLarge = (err as { code?: string }).code === 'HPE_HEADER_OVERFLOW';
+      const status = tooLarge ? 431 : 400;
+      const body = JSON.stringify({
+        kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', code: status,
+        reason: tooLarge ? 'RequestHeaderFieldsTooLarge' : 'BadRequest',
+        message: tooLarge ? `request headers exceed ${config.server.maxHeaderBytes} bytes` : 'malformed HTTP request',
+      });
+      if (socket.writable) {
+        socket.end(`HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      } else {
+        socket.destroy();
+      }
+    },
+  };
+  const app = Fastify(options as unknown as FastifyHttp2SecureOptions<Http2SecureServer>) as unknown as FastifyInstance<Http2SecureServer>;
+
+  // Bodies are streamed to the managed cluster untouched: no parser may read them.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null));
+
+  const handle = createProxyHandler({
+    pools,
+    targetFor: compileTargetTemplate(config.targetTemplate),
+    metrics,
+    logger,
+    accessLog: config.log.access,
+    maxRequestsPerCluster: config.limits.maxRequestsPerCluster,
+    clientStallTimeoutMs: config.timeouts.clientStallMs,
+  });
+  app.route({
+    method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    url: '*',
+    handler: (request, reply) => {
+      reply.hijack();
+      return handle(request.raw, asClientResponse(reply.raw), request.id);
+    },
+  });
+
+  return {
+    app,
+    metrics,
+    pools,
+    async listen() {
+      await app.listen({ host: config.server.address, port: config.server.port });
+      return app.server.address() as AddressInfo;
+    },
+    async close() {
+      await app.close();
+      await pools.close();
+    },
+  };
+}

@@ -1,0 +1,195 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Dispatcher } from 'undici';
+import { ProxyError, isProxyError } from '../errors/proxy-error.ts';
+import { buildResponseHeaders } from '../routing/forward-headers.ts';
+
+export type ClientRequest = IncomingMessage | Http2ServerRequest;
+
+/** What the proxy needs of an HTTP/1.1 ServerResponse or an HTTP/2 compatibility response. */
+export interface ClientResponse {
+  readonly headersSent: boolean;
+  readonly destroyed: boolean;
+  writeHead(statusCode: number, headers: Record<string, string> | string[]): unknown;
+  write(chunk: Buffer): boolean;
+  end(body?: string): unknown;
+  destroy(err?: Error): unknown;
+  on(event: 'close' | 'drain', listener: () => void): unknown;
+  once(event: 'close' | 'drain', listener: () => void): unknown;
+  removeListener(event: 'close' | 'drain', listener: () => void): unknown;
+  /** HTTP/1.1 only: sends the header block before the first body chunk. */
+  flushHeaders?(): void;
+}
+
+export function asClientResponse(res: ServerResponse | Http2ServerResponse): ClientResponse {
+  return res as unknown as ClientResponse;
+}
+
+export interface ForwardRequest {
+  dispatcher: Dispatcher;
+  /** `https://<target host>:<port>`: undici keys its tunnel pools by this. */
+  origin: string;
+  method: string;
+  path: string;
+  headers: string[];
+  /** The client's body stream, or null when the request has none. */
+  body: ClientRequest | null;
+  /** Longest time the client may leave the response paused (not draining) before it is cut off; 0 disables. */
+  clientStallTimeoutMs: number;
+}
+
+export interface ForwardResult {
+  /** Status sent to the client by the upstream, when response headers were relayed. */
+  statusCode?: number;
+  /** Response body bytes relayed. */
+  bytes: number;
+  /** Seconds from dispatch to the upstream's response headers. */
+  firstByteSeconds?: number;
+  /** Failure before response headers: the caller answers with a Status. */
+  errorBeforeHeaders?: ProxyError;
+  /** Failure after response headers: the client's connection or stream was aborted. */
+  errorAfterHeaders?: Error;
+  /** The client went away before the response was complete. */
+  clientGone?: boolean;
+}
+
+/**
+ * Sends one request through a pooled tunnel and relays the response as it arrives, chunk by chunk,
+ * pausing the tunnel while the client is not draining. Never buffers a body. A failure after the
+ * headers went out destroys the client's response (connection for HTTP/1.1, stream for HTTP/2) so that a
+ * cut-off body can never look complete.
+ */
+export function forward(req: ForwardRequest, res: ClientResponse): Promise<ForwardResult> {
+  return new Promise((resolve) => {
+    const handler = new RelayHandler(res, req.clientStallTimeoutMs, resolve);
+    try {
+      req.dispatcher.dispatch(
+        { origin: req.origin, path: req.path, method: req.method, headers: req.headers, body: req.body },
+        handler,
+      );
+    } catch (err) {
+      handler.failBeforeStart(err);
+    }
+  });
+}
+
+class RelayHandler implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined;
+  private readonly started = performance.now();
+  private result: ForwardResult = { bytes: 0 };
+  private done = false;
+  private stallTimer: NodeJS.Timeout | undefined;
+  private readonly onClientClose = (): void => {
+    if (this.done) return;
+    this.result.clientGone = true;
+    // Aborting makes undici destroy the tunnel the request was on, as a client-gone should.
+    this.controller?.abort(new Error('client closed the connection'));
+    this.finish();
+  };
+  private readonly onDrain = (): void => {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+    this.controller?.resume();
+  };
+
+  private readonly res: ClientResponse;
+  private readonly stallTimeoutMs: number;
+  private readonly resolve: (r: ForwardResult) => void;
+
+  constructor(res: ClientResponse, stallTimeoutMs: number, resolve: (r: ForwardResult) => void) {
+    this.res = res;
+    this.stallTimeoutMs = stallTimeoutMs;
+    this.resolve = resolve;
+    res.on('close', this.onClientClose);
+  }
+
+  failBeforeStart(err: unknown): void {
+    this.result.errorBeforeHeaders = toProxyError(err);
+    this.finish();
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.done) controller.abort(new Error('client closed the connection'));
+  }
+
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    _headers: Record<string, string | string[] | undefined>,
+  ): void {
+    this.result.statusCode = statusCode;
+    this.result.firstByteSeconds = (performance.now() - this.started) / 1000;
+    const raw = (controller as unknown as { rawHeaders: (Buffer | string)[] | null }).rawHeaders ?? [];
+    const res = this.res;
+    res.writeHead(statusCode, buildResponseHeaders(raw));
+    // Headers of a watch or `logs -f` must reach the client before the first event, which may take minutes.
+    res.flushHeaders?.();
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.result.bytes += chunk.length;
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once('drain', this.onDrain);
+      if (this.stallTimeoutMs > 0 && this.stallTimer === undefined) {
+        this.stallTimer = setTimeout(() => this.onStalled(), this.stallTimeoutMs);
+      }
+    }
+  }
+
+  onResponseEnd(): void {
+    this.res.end();
+    this.finish();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.done) return;
+    if (this.res.headersSent) {
+      this.result.errorAfterHeaders = err;
+      this.res.destroy(err);
+    } else {
+      this.result.errorBeforeHeaders = toProxyError(err);
+    }
+    this.finish();
+  }
+
+  private onStalled(): void {
+    // A paused tunnel socket stops ANP's per-agent dispatcher for every tunnel of that agent
+    // (anp.md section 1.4), so a client that stops reading must not hold it for long.
+    const err = new Error(`client did not read the response for ${this.stallTimeoutMs} ms`);
+    this.result.errorAfterHeaders = err;
+    this.controller?.abort(err);
+    this.res.destroy(err);
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.stallTimer);
+    this.res.removeListener('close', this.onClientClose);
+    this.res.removeListener('drain', this.onDrain);
+    this.resolve(this.result);
+  }
+}
+
+/** Maps what undici reports before response headers to the proxy's own error codes. */
+export function toProxyError(err: unknown): ProxyError {
+  if (isProxyError(err)) return err;
+  const e = err as { code?: string; message?: string };
+  switch (e.code) {
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return new ProxyError('UPSTREAM_HEADERS_TIMEOUT', 'the managed cluster did not send response headers in time', { cause: err });
+    case 'UND_ERR_MAX_ORIGINS_REACHED':
+      return new ProxyError('CAPACITY_EXCEEDED', 'too many clusters have open tunnels on this user-server; retry shortly', { cause: err, retryAfterSeconds: 1 });
+    case 'UND_ERR_SOCKET':
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return new ProxyError('UPSTREAM_FAILED', `the tunnel closed before the managed cluster answered: ${e.message ?? e.code}`, { cause: err });
+    case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
+      return new ProxyError('BAD_REQUEST_BODY', `the request body did not match its Content-Length: ${e.message}`, { cause: err });
+    default:
+      return new ProxyError('UPSTREAM_FAILED', `forwarding to the managed cluster failed: ${e.message ?? String(err)}`, { cause: err });
+  }
+}

@@ -1,0 +1,3 @@
+module local.test/blackhole
+
+go 1.24

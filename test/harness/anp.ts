@@ -1,0 +1,121 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT, type CertSet } from './certs.ts';
+import { freePort, startProcess, waitForHttp200, type Managed } from './processes.ts';
+
+export const ANP_VERSION = process.env.ANP_VERSION ?? 'v0.34.0';
+const BIN = path.join(ROOT, '.cache/anp', ANP_VERSION);
+
+export interface ProxyServer {
+  proc: Managed;
+  /** TCP frontend port (mTLS), or undefined in UDS mode. */
+  frontendPort?: number;
+  udsPath?: string;
+  agentPort: number;
+  healthPort: number;
+  metrics(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startProxyServer(opts: {
+  certs: CertSet;
+  dir: string;
+  name: string;
+  uds?: boolean;
+  strategies?: string;
+}): Promise<ProxyServer> {
+  const { certs } = opts;
+  const agentPort = await freePort();
+  const healthPort = await freePort();
+  const adminPort = await freePort();
+  const args = [
+    '--mode=http-connect',
+    `--proxy-strategies=${opts.strategies ?? 'destHost,default'}`,
+    '--agent-bind-address=127.0.0.1', `--agent-port=${agentPort}`,
+    `--cluster-cert=${certs.file('proxy-server.crt')}`, `--cluster-key=${certs.file('proxy-server.key')}`,
+    `--cluster-ca-cert=${certs.file('ca.crt')}`,
+    '--health-bind-address=127.0.0.1', `--health-port=${healthPort}`,
+    '--admin-bind-address=127.0.0.1', `--admin-port=${adminPort}`,
+    '--server-count=1', '--v=2',
+  ];
+  let frontendPort: number | undefined;
+  let udsPath: string | undefined;
+  if (opts.uds) {
+    udsPath = path.join(opts.dir, `${opts.name}.sock`);
+    args.push(`--uds-name=${udsPath}`, '--server-port=0');
+  } else {
+    frontendPort = await freePort();
+    args.push(
+      '--server-bind-address=127.0.0.1', `--server-port=${frontendPort}`,
+      `--server-cert=${certs.file('proxy-server.crt')}`, `--server-key=${certs.file('proxy-server.key')}`,
+      `--server-ca-cert=${certs.file('ca.crt')}`,
+    );
+  }
+  const proc = startProcess(opts.name, path.join(BIN, 'proxy-server'), args, opts.dir);
+  await waitForHttp200(`http://127.0.0.1:${healthPort}/healthz`, proc);
+  const server: ProxyServer = {
+    proc,
+    agentPort,
+    healthPort,
+    metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text(),
+    stop: () => proc.stop(),
+  };
+  if (frontendPort !== undefined) server.frontendPort = frontendPort;
+  if (udsPath !== undefined) server.udsPath = udsPath;
+  return server;
+}
+
+export interface Agent {
+  proc: Managed;
+  healthPort: number;
+  metrics(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a real proxy-agent in a private mount namespace whose /etc/hosts maps the cluster's hashed
+ * host to its service-proxy, as hostAliases do in production, and whose resolv.conf points at
+ * 127.0.0.1 so that no DNS query for an unknown name leaves the machine.
+ */
+export async function startAgent(opts: {
+  certs: CertSet;
+  dir: string;
+  name: string;
+  server: ProxyServer;
+  identifiers: string[];
+  hosts: Record<string, string>;
+}): Promise<Agent> {
+  const hostsFile = path.join(opts.dir, `${opts.name}.hosts`);
+  const resolvFile = path.join(opts.dir, `${opts.name}.resolv.conf`);
+  writeFileSync(hostsFile, ['127.0.0.1 localhost', ...Object.entries(opts.hosts).map(([h, ip]) => `${ip} ${h}`), ''].join('\n'));
+  writeFileSync(resolvFile, 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n');
+  const healthPort = await freePort();
+  const adminPort = await freePort();
+  const agentArgs = [
+    '--proxy-server-host=127.0.0.1', `--proxy-server-port=${opts.server.agentPort}`,
+    `--ca-cert=${opts.certs.file('ca.crt')}`,
+    `--agent-cert=${opts.certs.file('proxy-agent.crt')}`, `--agent-key=${opts.certs.file('proxy-agent.key')}`,
+    `--agent-id=${opts.name}`,
+    `--agent-identifiers=${opts.identifiers.map((h) => `host=${h}`).join('&')}`,
+    '--health-server-host=127.0.0.1', `--health-server-port=${healthPort}`,
+    '--admin-bind-address=127.0.0.1', `--admin-server-port=${adminPort}`,
+    '--sync-interval=200ms', '--probe-interval=200ms', '--v=2',
+  ];
+  const script = 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"';
+  const proc = startProcess(opts.name, 'unshare', ['-m', 'sh', '-c', script, 'sh', hostsFile, resolvFile, path.join(BIN, 'proxy-agent'), ...agentArgs], opts.dir);
+  await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, proc);
+  return {
+    proc,
+    healthPort,
+    metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text(),
+    stop: () => proc.stop(),
+  };
+}
+
+/** Reads one unlabelled (or first-labelled) sample of a Prometheus text exposition. */
+export function metricValue(text: string, name: string): number {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return 0;
+}

@@ -1,0 +1,161 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { buildConfig, readSettings } from '../../src/config/config.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { createUserServer, type UserServer } from '../../src/server/user-server.ts';
+import { clusterHash } from '../../src/tunnel/target-host.ts';
+import { startAgent, startProxyServer, type Agent, type ProxyServer } from './anp.ts';
+import { ROOT, makeCerts, type CertSet } from './certs.ts';
+import { startClusterTarget, type ClusterTarget } from './cluster-target.ts';
+import { loopbackBlock, startProcess, type Managed } from './processes.ts';
+import { startServiceProxyDouble, type ServiceProxyDouble } from './service-proxy-double.ts';
+
+export const hashedHost = (cluster: string): string => `cluster-${clusterHash(cluster)}.open-cluster-management.proxy`;
+
+export interface Cluster {
+  name: string;
+  ip: string;
+  target: ClusterTarget;
+  serviceProxy: ServiceProxyDouble;
+}
+
+export interface Chain {
+  dir: string;
+  certs: CertSet;
+  anp: ProxyServer;
+  agents: { a: Agent; b: Agent };
+  clusters: { a: Cluster; b: Cluster };
+  /** Clusters whose agent dial is refused / black-holed (both behind agent a). */
+  refusedCluster: string;
+  blackholeCluster: string;
+  startUserServer(settings?: Record<string, string>): Promise<RunningUserServer>;
+  close(): Promise<void>;
+}
+
+export interface RunningUserServer {
+  server: UserServer;
+  url: string;
+  port: number;
+  /** Everything the server logged, one JSON line each. */
+  logs: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * A full local chain as in production, on loopback: a real ANP proxy-server (http-connect, mTLS TCP or
+ * UDS), two real agents each with a hosts file mapping its cluster's hashed host to a service-proxy
+ * double on <ip>:7443, and behind each double a target that says which cluster it is.
+ */
+export async function startChain(opts: { uds?: boolean; strategies?: string } = {}): Promise<Chain> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-chain-'));
+  const certs = makeCerts(path.join(dir, 'certs'));
+  const block = loopbackBlock();
+  const cleanups: (() => Promise<void>)[] = [];
+  try {
+    const mkCluster = async (name: string, ip: string): Promise<Cluster> => {
+      const target = await startClusterTarget(name, ip);
+      const serviceProxy = await startServiceProxyDouble({
+        host: ip,
+        port: 7443,
+        cert: certs.read('service-proxy.crt'),
+        key: certs.read('service-proxy.key'),
+        kubeTarget: target.url,
+        services: { [`https://echo.tools.svc:8443`]: target.url, [`http://plain.tools.svc:8080`]: target.url },
+      });
+      cleanups.push(() => serviceProxy.close(), () => target.close());
+      return { name, ip, target, serviceProxy };
+    };
+    const a = await mkCluster('cluster-a', `${block}.11`);
+    const b = await mkCluster('1-cluster-b', `${block}.12`);
+    const refusedCluster = 'refused';
+    const blackholeCluster = 'blackhole';
+    const blackholeIp = `${block}.13`;
+    const blackhole: Managed = startProcess('blackhole', path.join(ROOT, '.cache/tools/blackhole'), [blackholeIp, '7443'], dir);
+    cleanups.push(() => blackhole.stop());
+    await new Promise<void>((resolve, reject) => {
+      blackhole.child.stdout!.once('data', () => resolve());
+      blackhole.child.once('exit', (code) => reject(new Error(`blackhole exited ${code}: ${blackhole.log()}`)));
+    });
+
+    const anp = await startProxyServer({ certs, dir, name: 'proxy-server', uds: opts.uds ?? false, strategies: opts.strategies ?? 'destHost,default' });
+    cleanups.push(() => anp.stop());
+    const agentA = await startAgent({
+      certs, dir, name: 'agent-a', server: anp,
+      identifiers: [hashedHost(a.name), hashedHost(refusedCluster), hashedHost(blackholeCluster)],
+      hosts: { [hashedHost(a.name)]: a.ip, [hashedHost(refusedCluster)]: `${block}.14`, [hashedHost(blackholeCluster)]: blackholeIp },
+    });
+    cleanups.push(() => agentA.stop());
+    const agentB = await startAgent({
+      certs, dir, name: 'agent-b', server: anp,
+      identifiers: [hashedHost(b.name)],
+      hosts: { [hashedHost(b.name)]: b.ip },
+    });
+    cleanups.push(() => agentB.stop());
+
+    const chain: Chain = {
+      dir,
+      certs,
+      anp,
+      agents: { a: agentA, b: agentB },
+      clusters: { a, b },
+      refusedCluster,
+      blackholeCluster,
+      startUserServer: (settings = {}) => startUserServerFor(chain, settings),
+      async close() {
+        for (const c of cleanups.reverse()) await c().catch(() => {});
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+    return chain;
+  } catch (err) {
+    for (const c of cleanups.reverse()) await c().catch(() => {});
+    throw err;
+  }
+}
+
+/** The settings a deployment would pass, pointed at this chain; `settings` overrides any of them. */
+export function chainSettings(chain: Chain, settings: Record<string, string> = {}): Record<string, string> {
+  const base: Record<string, string> = {
+    'server-address': '127.0.0.1',
+    'server-port': '0',
+    'server-cert': chain.certs.file('user-server.crt'),
+    'server-key': chain.certs.file('user-server.key'),
+    'service-proxy-ca-cert': chain.certs.file('ca.crt'),
+    'log-level': 'debug',
+  };
+  if (chain.anp.udsPath !== undefined) {
+    base['proxy-server-uds'] = chain.anp.udsPath;
+  } else {
+    Object.assign(base, {
+      'proxy-server-host': '127.0.0.1',
+      'proxy-server-port': String(chain.anp.frontendPort),
+      'proxy-ca-cert': chain.certs.file('ca.crt'),
+      'proxy-cert': chain.certs.file('user-client.crt'),
+      'proxy-key': chain.certs.file('user-client.key'),
+    });
+  }
+  return { ...base, ...settings };
+}
+
+async function startUserServerFor(chain: Chain, settings: Record<string, string>): Promise<RunningUserServer> {
+  const args = Object.entries(chainSettings(chain, settings)).map(([k, v]) => `--${k}=${v}`);
+  const config = buildConfig(readSettings(args, {}).values);
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(line);
+      cb();
+    },
+  });
+  const server = createUserServer(config, createLogger(config.log.level, sink));
+  const address = await server.listen();
+  return {
+    server,
+    url: `https://127.0.0.1:${address.port}`,
+    port: address.port,
+    logs,
+    close: () => server.close(),
+  };
+}

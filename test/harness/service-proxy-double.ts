@@ -1,0 +1,90 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+
+export interface ReceivedRequest {
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+}
+
+export interface ServiceProxyDouble {
+  address: AddressInfo;
+  received: ReceivedRequest[];
+  close(): Promise<void>;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/**
+ * The managed-cluster service-proxy as upstream-user-server.md section 2.4 describes it: TLS on 7443 with a
+ * certificate for *.open-cluster-management.proxy, 400 "invalid request headers" unless all four
+ * Cluster-Proxy-* headers are set, (https, default, kubernetes, 443) -> the kube target, any other
+ * service -> `targets["<proto>://<svc>.<ns>.svc:<port>"]`, an unknown or unreachable target -> 502 with an
+ * empty body. Host is kept and X-Forwarded-For appended, as the Go ReverseProxy does.
+ */
+export async function startServiceProxyDouble(opts: {
+  host: string;
+  port: number;
+  cert: Buffer;
+  key: Buffer;
+  kubeTarget: string;
+  services?: Record<string, string>;
+}): Promise<ServiceProxyDouble> {
+  const received: ReceivedRequest[] = [];
+  const server = https.createServer({ cert: opts.cert, key: opts.key, ALPNProtocols: ['http/1.1'] }, (req, res) => {
+    received.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders });
+    const proto = req.headers['cluster-proxy-proto'];
+    const ns = req.headers['cluster-proxy-namespace'];
+    const svc = req.headers['cluster-proxy-service'];
+    const port = req.headers['cluster-proxy-port'];
+    if (!proto || !ns || !svc || !port) {
+      res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' }).end('invalid request headers\n');
+      return;
+    }
+    const key = `${proto}://${svc}.${ns}.svc:${port}`;
+    const target = proto === 'https' && svc === 'kubernetes' && ns === 'default' && port === '443' ? opts.kubeTarget : opts.services?.[key];
+    if (target === undefined) {
+      req.resume();
+      res.writeHead(502).end();
+      return;
+    }
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+    const xff = req.headers['x-forwarded-for'];
+    headers['x-forwarded-for'] = xff ? `${xff}, ${req.socket.remoteAddress}` : req.socket.remoteAddress!;
+    const up = http.request(`${target}${req.url}`, { method: req.method, headers, agent: keepAlive }, (ures) => {
+      const out: Record<string, string | string[]> = {};
+      for (const [k, v] of Object.entries(ures.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+      if (ures.headers.connection === 'close') out.connection = 'close';
+      res.writeHead(ures.statusCode!, out);
+      res.flushHeaders();
+      ures.pipe(res);
+      ures.on('error', () => res.destroy());
+    });
+    up.on('error', () => {
+      if (res.headersSent) res.destroy();
+      else res.writeHead(502).end();
+    });
+    res.on('close', () => {
+      if (!res.writableFinished) up.destroy();
+    });
+    req.pipe(up);
+  });
+  const keepAlive = new http.Agent({ keepAlive: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, resolve);
+  });
+  return {
+    address: server.address() as AddressInfo,
+    received,
+    close: () =>
+      new Promise((resolve) => {
+        keepAlive.destroy();
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
