@@ -12,6 +12,8 @@ export interface TargetRequest {
 export interface ClusterTarget {
   url: string;
   requests: TargetRequest[];
+  /** Streams whose client went away before the stream ended. */
+  aborted(): number;
   /** Closes every connection the target holds, as a crashing apiserver would. */
   close(): Promise<void>;
 }
@@ -28,6 +30,7 @@ export interface ClusterTarget {
  */
 export async function startClusterTarget(cluster: string, host: string): Promise<ClusterTarget> {
   const requests: TargetRequest[] = [];
+  let aborted = 0;
   const server = http.createServer((req, res) => {
     requests.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders });
     const u = new URL(req.url!, 'http://x');
@@ -45,7 +48,10 @@ export async function startClusterTarget(cluster: string, host: string): Promise
           res.end();
         }
       }, interval);
-      res.on('close', () => clearInterval(timer));
+      res.on('close', () => {
+        clearInterval(timer);
+        if (!res.writableFinished) aborted++;
+      });
       return;
     }
     if (p === '/large') {
@@ -106,6 +112,7 @@ export async function startClusterTarget(cluster: string, host: string): Promise
   return {
     url: `http://${host}:${port}`,
     requests,
+    aborted: () => aborted,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();

@@ -54,7 +54,9 @@ export async function startServiceProxyDouble(opts: {
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
     const xff = req.headers['x-forwarded-for'];
     headers['x-forwarded-for'] = xff ? `${xff}, ${req.socket.remoteAddress}` : req.socket.remoteAddress!;
-    const up = http.request(`${target}${req.url}`, { method: req.method, headers, agent: keepAlive }, (ures) => {
+    // Host, port and the raw path are given apart: a URL object would normalise dot segments.
+    const t = new URL(target);
+    const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers, agent: keepAlive }, (ures) => {
       const out: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(ures.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
       if (ures.headers.connection === 'close') out.connection = 'close';
