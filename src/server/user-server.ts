@@ -53,6 +53,8 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
   );
 
   const serving = servingMaterial(config);
+  // Node reports each further parse failure of a broken connection again; answer it once.
+  const answered = new WeakSet<Socket>();
   const idPrefix = randomBytes(4).toString('hex');
   let nextId = 0;
   const options = {
@@ -62,7 +64,8 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
       cert: serving.cert,
       key: serving.key,
       minVersion: config.server.minVersion,
-      maxHeaderListSize: config.server.maxHeaderBytes,
+      // HTTP/1.1 connections (maxHeaderSize) and HTTP/2 (SETTINGS_MAX_HEADER_LIST_SIZE) get the same bound.
+      maxHeaderSize: config.server.maxHeaderBytes,
       settings: { maxHeaderListSize: config.server.maxHeaderBytes },
     },
     loggerInstance: logger,
@@ -89,11 +92,16 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
         reason: tooLarge ? 'RequestHeaderFieldsTooLarge' : 'BadRequest',
         message: tooLarge ? `request headers exceed ${config.server.maxHeaderBytes} bytes` : 'malformed HTTP request',
       });
-      if (socket.writable) {
-        socket.end(`HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-      } else {
+      if (answered.has(socket)) return;
+      answered.add(socket);
+      if (!socket.writable) {
         socket.destroy();
+        return;
       }
+      // Written without end(): closing while the client is still sending makes the kernel reset the
+      // connection, and the reset overtakes the answer. Connection: close lets the client hang up first.
+      socket.write(`HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      setTimeout(() => socket.destroy(), 2_000).unref();
     },
   };
   const app = Fastify(options as unknown as FastifyHttp2SecureOptions<Http2SecureServer>) as unknown as FastifyInstance<Http2SecureServer>;

@@ -31,7 +31,7 @@ export interface ClusterTarget {
 export async function startClusterTarget(cluster: string, host: string): Promise<ClusterTarget> {
   const requests: TargetRequest[] = [];
   let aborted = 0;
-  const server = http.createServer((req, res) => {
+  const server = http.createServer({ maxHeaderSize: 1 << 20 }, (req, res) => {
     requests.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders });
     const u = new URL(req.url!, 'http://x');
     const p = u.pathname;

@@ -15,6 +15,9 @@ export interface ServiceProxyDouble {
   close(): Promise<void>;
 }
 
+// Go's http.Server default (DefaultMaxHeaderBytes), which the real service-proxy and apiserver use.
+export const GO_MAX_HEADER_BYTES = 1 << 20;
+
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
 /**
@@ -33,7 +36,7 @@ export async function startServiceProxyDouble(opts: {
   services?: Record<string, string>;
 }): Promise<ServiceProxyDouble> {
   const received: ReceivedRequest[] = [];
-  const server = https.createServer({ cert: opts.cert, key: opts.key, ALPNProtocols: ['http/1.1'] }, (req, res) => {
+  const server = https.createServer({ cert: opts.cert, key: opts.key, ALPNProtocols: ['http/1.1'], maxHeaderSize: GO_MAX_HEADER_BYTES }, (req, res) => {
     received.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders });
     const proto = req.headers['cluster-proxy-proto'];
     const ns = req.headers['cluster-proxy-namespace'];

@@ -134,6 +134,9 @@ describe('headers', () => {
     expect(got.headers['proxy-authorization']).toBeUndefined();
     expect(got.headers.host).toBe(`127.0.0.1:${us.port}`);
     expect(got.headers['x-forwarded-for']).toBe('10.1.2.3, 127.0.0.1');
+    // The access log has the request, never its token.
+    expect(us.logs.join('\n')).toContain('"path":"/api/v1/pods"');
+    expect(us.logs.join('\n')).not.toContain('secret-token-value');
   });
 
   test('HTTP/2 :authority becomes Host upstream', async () => {
@@ -151,5 +154,16 @@ describe('headers', () => {
     const ok = await h1(us.port, ca, '/cluster-a/api');
     expect(ok.headers['set-cookie']).toEqual(['a=1', 'b=2']);
     expect(ok.headers['x-cluster']).toBe('cluster-a');
+  });
+});
+
+describe('bad input harms nothing else', () => {
+  test('a 30 KiB header (a long OIDC token) is accepted; a 100 KiB one gets a 431 Status over HTTP/1.1', async () => {
+    const long = await h1(us.port, ca, '/cluster-a/api', { headers: { authorization: `Bearer ${'x'.repeat(30 * 1024)}` } });
+    expect(long.status).toBe(200);
+    const huge = await h1(us.port, ca, '/cluster-a/api', { headers: { 'x-big': 'y'.repeat(100 * 1024) } });
+    expect(huge.status).toBe(431);
+    expect(huge.json()).toMatchObject({ kind: 'Status', code: 431 });
+    expect((await h1(us.port, ca, '/cluster-a/api')).status).toBe(200);
   });
 });

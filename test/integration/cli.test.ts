@@ -1,0 +1,84 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { SETTINGS } from '../../src/config/settings.ts';
+import { ROOT, makeCerts, type CertSet } from '../harness/certs.ts';
+
+const CLI = path.join(ROOT, 'src/cli.ts');
+let dir: string;
+let certs: CertSet;
+beforeAll(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-cli-'));
+  certs = makeCerts(dir);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const run = (args: string[], env: Record<string, string> = {}) =>
+  spawnSync(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 20_000 });
+
+test('--help lists every flag with its environment variable', () => {
+  const r = run(['--help']);
+  expect(r.status).toBe(0);
+  for (const s of SETTINGS) {
+    expect(r.stdout).toContain(`--${s.flag}`);
+    expect(r.stdout).toContain(s.env);
+  }
+});
+
+test('a missing required setting stops the process with a message naming it', () => {
+  const r = run([]);
+  expect(r.status).toBe(2);
+  expect(r.stderr).toMatch(/--(proxy-server-host|server-cert) \(CLUSTER_PROXY_/);
+});
+
+test('an invalid value from the environment is named as the operator wrote it', () => {
+  const r = run(['--proxy-server-uds=/tmp/x.sock'], { CLUSTER_PROXY_CONNECT_TIMEOUT: 'soon' });
+  expect(r.status).toBe(2);
+  expect(r.stderr).toContain('--connect-timeout (CLUSTER_PROXY_CONNECT_TIMEOUT) must be a duration');
+});
+
+test('an unknown flag is refused', () => {
+  const r = run(['--no-such-flag=1']);
+  expect(r.status).toBe(2);
+  expect(r.stderr).toMatch(/no-such-flag/);
+});
+
+test('starts from environment variables, reports ready, and exits 0 on SIGTERM', async () => {
+  const child = spawn(process.execPath, [CLI], {
+    env: {
+      PATH: process.env.PATH!,
+      CLUSTER_PROXY_SERVER_ADDRESS: '127.0.0.1',
+      CLUSTER_PROXY_SERVER_PORT: '0',
+      CLUSTER_PROXY_HEALTH_ADDRESS: '127.0.0.1',
+      CLUSTER_PROXY_HEALTH_PORT: '0',
+      CLUSTER_PROXY_SERVER_CERT: certs.file('user-server.crt'),
+      CLUSTER_PROXY_SERVER_KEY: certs.file('user-server.key'),
+      CLUSTER_PROXY_SERVICE_PROXY_CA_CERT: certs.file('ca.crt'),
+      CLUSTER_PROXY_PROXY_SERVER_UDS: path.join(dir, 'absent.sock'),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
+  const line = await new Promise<{ healthPort: number; port: number }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listening line: ${out}`)), 15_000);
+    child.stdout.on('data', () => {
+      const l = out.split('\n').find((x) => x.includes('user-server listening'));
+      if (l) {
+        clearTimeout(timer);
+        resolve(JSON.parse(l));
+      }
+    });
+  });
+  expect((await fetch(`http://127.0.0.1:${line.healthPort}/healthz`)).status).toBe(200);
+  expect((await fetch(`http://127.0.0.1:${line.healthPort}/readyz`)).status).toBe(200);
+  const metrics = await (await fetch(`http://127.0.0.1:${line.healthPort}/metrics`)).text();
+  expect(metrics).toContain('cluster_proxy_user_server_requests_total');
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  expect(await exit).toBe(0);
+  for (const l of out.split('\n').filter(Boolean)) expect(() => JSON.parse(l)).not.toThrow();
+});
