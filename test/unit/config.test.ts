@@ -1,0 +1,388 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, test } from 'vitest';
+import { ConfigError, buildConfig, helpText, loadConfig, parseDuration, readSettings, type Config } from '../../src/config/config.ts';
+import { SETTINGS, type SettingName, type SettingSpec } from '../../src/config/settings.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'config-test-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function file(name: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, 'not really PEM\n');
+  return p;
+}
+
+const FILES = {
+  serverCert: file('server.crt'),
+  serverKey: file('server.key'),
+  serviceProxyCa: file('service-proxy-ca.crt'),
+  proxyCa: file('proxy-ca.crt'),
+  proxyCert: file('proxy.crt'),
+  proxyKey: file('proxy.key'),
+};
+const MISSING = join(dir, 'does-not-exist.pem');
+const SOCKET = join(dir, 'proxy.sock');
+
+const COMMON = ['--server-cert', FILES.serverCert, '--server-key', FILES.serverKey, '--service-proxy-ca-cert', FILES.serviceProxyCa];
+const UDS = [...COMMON, '--proxy-server-uds', SOCKET];
+const TCP_FILES = ['--proxy-ca-cert', FILES.proxyCa, '--proxy-cert', FILES.proxyCert, '--proxy-key', FILES.proxyKey];
+const TCP = [...COMMON, '--proxy-server-host', 'proxy.example', ...TCP_FILES];
+
+function config(argv: readonly string[], env: NodeJS.ProcessEnv = {}): Config {
+  return buildConfig(readSettings(argv, env).values);
+}
+
+function configError(argv: readonly string[], env: NodeJS.ProcessEnv = {}): ConfigError {
+  try {
+    config(argv, env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error(`no ConfigError for ${JSON.stringify(argv)}`);
+}
+
+function specOf(name: SettingName): SettingSpec {
+  const s = SETTINGS.find((x) => x.flag === name);
+  if (s === undefined) throw new Error(`no setting ${name}`);
+  return s;
+}
+
+function label(name: SettingName): string {
+  return `--${name} (${specOf(name).env})`;
+}
+
+describe('readSettings', () => {
+  test('defaults are used when neither a flag nor an environment variable is set', () => {
+    const { values, help } = readSettings([], {});
+    expect(help).toBe(false);
+    expect(values['server-port']).toBe('9092');
+    expect(values['connect-timeout']).toBe('10s');
+    expect(values['target-template']).toBe('cluster-{hash}.open-cluster-management.proxy:7443');
+    expect(values['server-cert']).toBeUndefined();
+    expect('server-cert' in values).toBe(false);
+  });
+
+  test('an environment variable beats the default', () => {
+    expect(readSettings([], { CLUSTER_PROXY_SERVER_PORT: '1234' }).values['server-port']).toBe('1234');
+  });
+
+  test('a flag beats the environment variable', () => {
+    const env = { CLUSTER_PROXY_SERVER_PORT: '1234', CLUSTER_PROXY_LOG_LEVEL: 'debug' };
+    const { values } = readSettings(['--server-port', '5678', '--log-level=warn'], env);
+    expect(values['server-port']).toBe('5678');
+    expect(values['log-level']).toBe('warn');
+  });
+
+  test('environment variables of other programs are ignored', () => {
+    const { values } = readSettings([], { PORT: '1', SERVER_PORT: '2', CLUSTER_PROXY_PORT: '3' });
+    expect(values['server-port']).toBe('9092');
+  });
+
+  test('--help is reported', () => {
+    expect(readSettings(['--help'], {}).help).toBe(true);
+  });
+
+  test('an unknown flag is a ConfigError that points to --help', () => {
+    expect(() => readSettings(['--no-such-flag', 'x'], {})).toThrow(ConfigError);
+    expect(() => readSettings(['--no-such-flag', 'x'], {})).toThrow(/no-such-flag.*see --help/s);
+  });
+
+  test('a positional argument is a ConfigError', () => {
+    expect(() => readSettings(['serve'], {})).toThrow(ConfigError);
+  });
+
+  test('a flag without its value is a ConfigError', () => {
+    expect(() => readSettings(['--server-port'], {})).toThrow(ConfigError);
+  });
+});
+
+describe('buildConfig', () => {
+  test('a full TCP configuration is built with the defaults filled in', () => {
+    expect(config(TCP)).toEqual({
+      server: {
+        address: '0.0.0.0',
+        port: 9092,
+        certFile: FILES.serverCert,
+        keyFile: FILES.serverKey,
+        minVersion: 'TLSv1.2',
+        maxHeaderBytes: 65536,
+      },
+      health: { address: '0.0.0.0', port: 8000 },
+      proxy: {
+        transport: 'tcp',
+        host: 'proxy.example',
+        port: 8090,
+        servername: 'proxy.example',
+        caFile: FILES.proxyCa,
+        certFile: FILES.proxyCert,
+        keyFile: FILES.proxyKey,
+      },
+      serviceProxyCaFile: FILES.serviceProxyCa,
+      targetTemplate: 'cluster-{hash}.open-cluster-management.proxy:7443',
+      timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000 },
+      limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxRequestsPerCluster: 4096, maxClusters: 2000 },
+      agentRetryAfterSeconds: 5,
+      log: { level: 'info', access: true },
+    } satisfies Config);
+  });
+
+  test('a UDS configuration needs no proxy certificates', () => {
+    expect(config(UDS).proxy).toEqual({ transport: 'uds', path: SOCKET });
+  });
+
+  test('--proxy-server-name overrides the TLS server name', () => {
+    const proxy = config([...TCP, '--proxy-server-name', 'anp.internal', '--proxy-server-port', '443']).proxy;
+    expect(proxy).toMatchObject({ transport: 'tcp', host: 'proxy.example', servername: 'anp.internal', port: 443 });
+  });
+
+  test('settings from the environment reach the config and flags still win', () => {
+    const env = {
+      CLUSTER_PROXY_SERVER_PORT: '1111',
+      CLUSTER_PROXY_HEALTH_PORT: '2222',
+      CLUSTER_PROXY_ACCESS_LOG: 'false',
+      CLUSTER_PROXY_SERVER_CERT: MISSING,
+    };
+    const c = config([...UDS, '--health-port', '3333'], env);
+    expect(c.server.port).toBe(1111);
+    expect(c.health.port).toBe(3333);
+    expect(c.log.access).toBe(false);
+    expect(c.server.certFile).toBe(FILES.serverCert);
+  });
+
+  test('file settings can come from the environment alone', () => {
+    const env = {
+      CLUSTER_PROXY_SERVER_CERT: FILES.serverCert,
+      CLUSTER_PROXY_SERVER_KEY: FILES.serverKey,
+      CLUSTER_PROXY_SERVICE_PROXY_CA_CERT: FILES.serviceProxyCa,
+      CLUSTER_PROXY_PROXY_SERVER_UDS: SOCKET,
+    };
+    expect(config([], env).server.keyFile).toBe(FILES.serverKey);
+  });
+
+  test('a missing --server-cert is a ConfigError naming the flag and its environment variable', () => {
+    const err = configError(UDS.filter((_, i) => i !== 0 && i !== 1));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.name).toBe('ConfigError');
+    expect(err.message).toContain('--server-cert (CLUSTER_PROXY_SERVER_CERT)');
+    expect(err.message).toContain('is required');
+  });
+
+  test.each([
+    ['server-key', '--server-key'],
+    ['service-proxy-ca-cert', '--service-proxy-ca-cert'],
+  ] as const)('a missing --%s is a ConfigError naming it', (name, flag) => {
+    const i = UDS.indexOf(flag);
+    const argv = UDS.filter((_, j) => j !== i && j !== i + 1);
+    expect(configError(argv).message).toContain(`${label(name)} is required`);
+  });
+
+  test.each([
+    ['server-cert', [...UDS, '--server-cert', MISSING]],
+    ['server-key', [...UDS, '--server-key', MISSING]],
+    ['service-proxy-ca-cert', [...UDS, '--service-proxy-ca-cert', MISSING]],
+    ['proxy-ca-cert', [...TCP, '--proxy-ca-cert', MISSING]],
+    ['proxy-cert', [...TCP, '--proxy-cert', MISSING]],
+    ['proxy-key', [...TCP, '--proxy-key', MISSING]],
+  ] as const)('a nonexistent --%s file is rejected naming the setting and the file', (name, argv) => {
+    const err = configError(argv);
+    expect(err.message).toContain(label(name));
+    expect(err.message).toContain(JSON.stringify(MISSING));
+    expect(err.message).toContain('does not exist');
+  });
+
+  test('--proxy-server-uds and --proxy-server-host together are rejected', () => {
+    const err = configError([...UDS, '--proxy-server-host', 'proxy.example']);
+    expect(err.message).toContain(label('proxy-server-uds'));
+    expect(err.message).toContain(label('proxy-server-host'));
+    expect(err.message).toContain('exclude each other');
+  });
+
+  test('without --proxy-server-host or --proxy-server-uds the error names both', () => {
+    const err = configError(COMMON);
+    expect(err.message).toContain(label('proxy-server-host'));
+    expect(err.message).toContain('--proxy-server-uds');
+  });
+
+  test.each(['proxy-ca-cert', 'proxy-cert', 'proxy-key'] as const)('TCP mode requires --%s', (name) => {
+    const i = TCP.indexOf(`--${name}`);
+    const argv = TCP.filter((_, j) => j !== i && j !== i + 1);
+    const err = configError(argv);
+    expect(err.message).toContain(label(name));
+    expect(err.message).toContain('is required when the proxy-server is reached over TCP');
+  });
+
+  test('--connect-timeout below 1s is rejected and 1s is accepted', () => {
+    expect(configError([...UDS, '--connect-timeout', '999ms']).message).toContain(`${label('connect-timeout')} must be at least 1s`);
+    expect(configError([...UDS, '--connect-timeout', '0']).message).toContain(label('connect-timeout'));
+    expect(config([...UDS, '--connect-timeout', '1s']).timeouts.connectMs).toBe(1000);
+  });
+
+  test.each([
+    ['connect-timeout', '10'],
+    ['connect-timeout', '10sec'],
+    ['tls-handshake-timeout', '-1s'],
+    ['response-headers-timeout', '1m30s'],
+    ['client-stall-timeout', '5 s'],
+    ['idle-tunnel-timeout', '.5s'],
+    ['agent-retry-after', '5S'],
+    ['agent-retry-after', 'five seconds'],
+  ] as const)('--%s=%s is rejected as a bad duration', (name, value) => {
+    const err = configError([...UDS, `--${name}=${value}`]);
+    expect(err.message).toContain(label(name));
+    expect(err.message).toContain('must be a duration');
+    expect(err.message).toContain(JSON.stringify(value));
+  });
+
+  test.each(['tls-handshake-timeout', 'idle-tunnel-timeout'] as const)('--%s=0 is rejected', (name) => {
+    expect(configError([...UDS, `--${name}`, '0']).message).toBe(`${label(name)} must be greater than 0`);
+  });
+
+  test('0 disables the response-headers and client-stall timeouts', () => {
+    const t = config([...UDS, '--response-headers-timeout', '0', '--client-stall-timeout', '0s']).timeouts;
+    expect(t.responseHeadersMs).toBe(0);
+    expect(t.clientStallMs).toBe(0);
+  });
+
+  test.each([
+    ['server-port', '65536'],
+    ['server-port', '-1'],
+    ['health-port', 'http'],
+    ['health-port', '80.5'],
+    ['proxy-server-port', ' 8090'],
+    ['proxy-server-port', '1e3'],
+  ] as const)('--%s=%j is rejected as a bad port', (name, value) => {
+    const argv = name === 'proxy-server-port' ? TCP : UDS;
+    const err = configError([...argv, `--${name}=${value}`]);
+    expect(err.message).toContain(label(name));
+    expect(err.message).toContain('must be a port number');
+  });
+
+  test('port 0 and port 65535 are accepted', () => {
+    const c = config([...UDS, '--server-port', '0', '--health-port', '65535']);
+    expect(c.server.port).toBe(0);
+    expect(c.health.port).toBe(65535);
+  });
+
+  test.each([
+    ['max-tunnels-per-cluster', '0'],
+    ['max-streams-per-cluster', '-5'],
+    ['max-requests-per-cluster', '1.5'],
+    ['max-clusters', 'many'],
+    ['max-header-bytes', '9007199254740993'],
+  ] as const)('--%s=%s is rejected as a bad count', (name, value) => {
+    const err = configError([...UDS, `--${name}=${value}`]);
+    expect(err.message).toContain(label(name));
+    expect(err.message).toContain('whole number of at least 1');
+  });
+
+  test('counts reach the limits', () => {
+    const c = config([...UDS, '--max-tunnels-per-cluster', '1', '--max-streams-per-cluster', '2', '--max-requests-per-cluster', '3', '--max-clusters', '4', '--max-header-bytes', '16384']);
+    expect(c.limits).toEqual({ maxTunnelsPerCluster: 1, maxStreamsPerCluster: 2, maxRequestsPerCluster: 3, maxClusters: 4 });
+    expect(c.server.maxHeaderBytes).toBe(16384);
+  });
+
+  test.each([
+    ['tls-min-version', 'TLSv1.1'],
+    ['tls-min-version', 'tlsv1.3'],
+    ['log-level', 'verbose'],
+  ] as const)('--%s=%s is rejected and the choices are listed', (name, value) => {
+    const err = configError([...UDS, `--${name}`, value]);
+    expect(err.message).toContain(label(name));
+    expect(err.message).toContain(`must be one of ${specOf(name).choices?.join(', ')}`);
+  });
+
+  test('enum values are accepted', () => {
+    const c = config([...UDS, '--tls-min-version', 'TLSv1.3', '--log-level', 'silent']);
+    expect(c.server.minVersion).toBe('TLSv1.3');
+    expect(c.log.level).toBe('silent');
+  });
+
+  test('--access-log takes true, false, 1 and 0 and nothing else', () => {
+    expect(config([...UDS, '--access-log', 'false']).log.access).toBe(false);
+    expect(config([...UDS, '--access-log', '0']).log.access).toBe(false);
+    expect(config([...UDS, '--access-log', '1']).log.access).toBe(true);
+    expect(configError([...UDS, '--access-log', 'yes']).message).toContain(`${label('access-log')} must be true or false`);
+  });
+
+  test('--agent-retry-after is rounded to whole seconds and at least 1', () => {
+    expect(config([...UDS, '--agent-retry-after', '1500ms']).agentRetryAfterSeconds).toBe(2);
+    expect(config([...UDS, '--agent-retry-after', '2m']).agentRetryAfterSeconds).toBe(120);
+    expect(config([...UDS, '--agent-retry-after', '100ms']).agentRetryAfterSeconds).toBe(1);
+    expect(config([...UDS, '--agent-retry-after', '0']).agentRetryAfterSeconds).toBe(1);
+  });
+
+  test('a bad --target-template is a ConfigError naming the setting', () => {
+    const err = configError([...UDS, '--target-template', 'fixed.example:7443']);
+    expect(err.message).toContain(`${label('target-template')}: target template`);
+    expect(configError([...UDS, '--target-template', '{hash}.example']).message).toContain(label('target-template'));
+  });
+
+  test('a good --target-template is kept as written', () => {
+    expect(config([...UDS, '--target-template', '{cluster}.agents:8443']).targetTemplate).toBe('{cluster}.agents:8443');
+  });
+});
+
+describe('loadConfig', () => {
+  test('--help returns without validating anything', () => {
+    expect(loadConfig(['--help'], {})).toEqual({ help: true });
+  });
+
+  test('without --help the config is built', () => {
+    const { config: c, help } = loadConfig(UDS, {});
+    expect(help).toBe(false);
+    expect(c?.proxy.transport).toBe('uds');
+  });
+
+  test('without --help a bad config throws', () => {
+    expect(() => loadConfig([], {})).toThrow(ConfigError);
+  });
+});
+
+describe('parseDuration', () => {
+  const spec = specOf('connect-timeout');
+
+  test.each([
+    ['0', 0],
+    ['0s', 0],
+    ['500ms', 500],
+    ['10s', 10_000],
+    ['1.5s', 1500],
+    ['2m', 120_000],
+    ['1h', 3_600_000],
+    ['0.5ms', 1],
+  ])('%s is %i ms', (text, ms) => {
+    expect(parseDuration(text, spec)).toBe(ms);
+  });
+
+  test.each(['', '10', 's', '1d', '1us', '-5s', '+5s', '1 s', '1m30s', 'Infinity'])('%j is rejected', (text) => {
+    expect(() => parseDuration(text, spec)).toThrow(ConfigError);
+  });
+});
+
+describe('helpText', () => {
+  const text = helpText();
+
+  test('every flag and environment variable is listed', () => {
+    for (const s of SETTINGS) {
+      expect(text).toContain(`--${s.flag} <${s.type}>`);
+      expect(text).toContain(s.env);
+      expect(text).toContain(s.help);
+    }
+  });
+
+  test('defaults are shown and required settings have none', () => {
+    expect(text).toContain('(default 9092)');
+    expect(text).toContain('(default cluster-{hash}.open-cluster-management.proxy:7443)');
+    const certLine = text.split('\n').find((l) => l.includes(specOf('server-cert').help));
+    expect(certLine).toBeDefined();
+    expect(certLine).not.toContain('(default');
+  });
+
+  test('every environment variable is CLUSTER_PROXY_ plus the flag in upper snake case', () => {
+    for (const s of SETTINGS) expect(s.env).toBe(`CLUSTER_PROXY_${s.flag.toUpperCase().replaceAll('-', '_')}`);
+    expect(new Set(SETTINGS.map((s) => s.env)).size).toBe(SETTINGS.length);
+  });
+});
