@@ -36,7 +36,9 @@ export function readSettings(argv: readonly string[], environment: NodeJS.Proces
   }
   const values: Raw = {};
   for (const s of SETTINGS) {
-    const v = (parsed.values[s.flag] as string | undefined) ?? environment[s.env] ?? s.default;
+    // An empty variable counts as unset, so `FOO=` in a manifest falls back to the default.
+    const fromEnv = environment[s.env] === '' ? undefined : environment[s.env];
+    const v = (parsed.values[s.flag] as string | undefined) ?? fromEnv ?? s.default;
     if (v !== undefined) values[s.flag] = v;
   }
   return { values, help: parsed.values.help === true };
@@ -164,6 +166,8 @@ function parseCount(v: string, s: SettingSpec): number {
   return n;
 }
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /** Go-style durations (10s, 500ms, 2m, 1h) in milliseconds; a bare 0 is allowed. */
@@ -171,7 +175,10 @@ export function parseDuration(v: string, s: SettingSpec): number {
   if (v === '0') return 0;
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v);
   if (m === null) throw new ConfigError(`${label(s)} must be a duration such as 500ms, 10s or 2m, got ${JSON.stringify(v)}`);
-  return Math.round(Number(m[1]) * UNIT_MS[m[2]!]!);
+  const ms = Math.round(Number(m[1]) * UNIT_MS[m[2]!]!);
+  // Node's timers turn longer delays into 1 ms.
+  if (ms > MAX_TIMER_MS) throw new ConfigError(`${label(s)} must be at most ${MAX_TIMER_MS} ms (about 596h), got ${JSON.stringify(v)}`);
+  return ms;
 }
 
 function parseBoolean(v: string, s: SettingSpec): boolean {

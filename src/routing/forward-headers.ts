@@ -52,11 +52,12 @@ export function buildUpstreamHeaders(input: ForwardRequestInput): string[] {
     }
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower)) {
-      // Go's ReverseProxy keeps "TE: trailers" (it signals trailer support end to end).
-      if (lower === 'te' && value.trim().toLowerCase() === 'trailers') out.push(name, value);
+      // Go's ReverseProxy sends "TE: trailers" on when the client listed trailers (end-to-end support).
+      if (lower === 'te' && /(^|,)\s*trailers\s*(;|,|$)/i.test(value)) out.push(name, 'trailers');
       continue;
     }
-    if (listed !== undefined && listed.has(lower)) continue;
+    // Host is never hop-by-hop, whatever Connection lists: the managed cluster sees the client's Host.
+    if (listed !== undefined && listed.has(lower) && lower !== 'host') continue;
     if (lower.startsWith(CLUSTER_PROXY_PREFIX)) continue;
     if (lower === 'x-forwarded-for') {
       forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;

@@ -9,8 +9,12 @@ function isLowerAlnum(c: number): boolean {
 
 /** RFC 1123 label: lowercase alphanumerics and '-', starting and ending alphanumeric, up to 63 characters. */
 export function isDns1123Label(s: string): boolean {
+  return s.length <= MAX_LABEL && isLabelShape(s);
+}
+
+function isLabelShape(s: string): boolean {
   const n = s.length;
-  if (n === 0 || n > MAX_LABEL) return false;
+  if (n === 0) return false;
   if (!isLowerAlnum(s.charCodeAt(0)) || !isLowerAlnum(s.charCodeAt(n - 1))) return false;
   for (let i = 1; i < n - 1; i++) {
     const c = s.charCodeAt(i);
@@ -29,7 +33,8 @@ export function isDns1123Subdomain(s: string): boolean {
   let start = 0;
   for (let i = 0; i <= n; i++) {
     if (i === n || s.charCodeAt(i) === 0x2e) {
-      if (!isDns1123Label(s.slice(start, i))) return false;
+      // apimachinery's IsDNS1123Subdomain bounds only the whole name, not each label.
+      if (!isLabelShape(s.slice(start, i))) return false;
       start = i + 1;
     }
   }

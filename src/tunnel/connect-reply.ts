@@ -23,10 +23,10 @@ const HEAD_END = Buffer.from('\r\n\r\n');
  */
 export function parseReplyHead(buf: Buffer): ReplyHead | undefined {
   const end = buf.indexOf(HEAD_END);
-  if (end === -1) {
-    if (buf.length > MAX_REPLY_HEAD_BYTES) throw new Error(`reply header block exceeds ${MAX_REPLY_HEAD_BYTES} bytes`);
-    return undefined;
+  if (end > MAX_REPLY_HEAD_BYTES || (end === -1 && buf.length > MAX_REPLY_HEAD_BYTES)) {
+    throw new Error(`reply header block exceeds ${MAX_REPLY_HEAD_BYTES} bytes`);
   }
+  if (end === -1) return undefined;
   const lineEnd = buf.indexOf('\r\n');
   const statusLine = buf.toString('latin1', 0, lineEnd);
   const status = parseStatusLine(statusLine);

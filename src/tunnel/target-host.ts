@@ -24,8 +24,9 @@ export function compileTargetTemplate(template: string): (cluster: string) => Tu
   const colon = template.lastIndexOf(':');
   if (colon <= 0) throw new Error(`target template ${JSON.stringify(template)} must be host:port`);
   const hostPart = template.slice(0, colon);
-  const port = Number(template.slice(colon + 1));
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+  const portText = template.slice(colon + 1);
+  const port = Number(portText);
+  if (!/^[1-9]\d{0,4}$/.test(portText) || port > 65535) {
     throw new Error(`target template ${JSON.stringify(template)} must end with a port number from 1 to 65535`);
   }
   const stripped = hostPart.replace(PLACEHOLDER, 'x');

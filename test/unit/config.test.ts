@@ -386,3 +386,14 @@ describe('helpText', () => {
     expect(new Set(SETTINGS.map((s) => s.env)).size).toBe(SETTINGS.length);
   });
 });
+
+describe('review fixes', () => {
+  test('durations longer than a Node timer can hold are refused, naming the setting', () => {
+    expect(() => parseDuration('600h', SETTINGS.find((s) => s.flag === 'connect-timeout')!)).toThrow(/--connect-timeout .*at most 2147483647 ms/);
+    expect(parseDuration('596h', SETTINGS.find((s) => s.flag === 'connect-timeout')!)).toBe(596 * 3_600_000);
+  });
+
+  test('an empty environment variable falls back to the default', () => {
+    expect(readSettings([], { CLUSTER_PROXY_SERVER_PORT: '' }).values['server-port']).toBe('9092');
+  });
+});

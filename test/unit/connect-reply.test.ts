@@ -134,3 +134,10 @@ describe('classifyConnectFailure', () => {
     expect(classifyConnectFailure(500, 'internal error')).toBe('unexpected');
   });
 });
+
+describe('reply head size', () => {
+  test('an oversized header block is refused even when it arrives complete in one read', () => {
+    const big = Buffer.from(`HTTP/1.1 200 OK\r\nX: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(() => parseReplyHead(big)).toThrow(/exceeds/);
+  });
+});

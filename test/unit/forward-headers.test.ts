@@ -56,10 +56,17 @@ describe('buildUpstreamHeaders', () => {
     expect(out).toEqual(['Accept', '*/*', 'X-After', '1', ...TARGET_TAIL]);
   });
 
-  test('TE: trailers is kept and any other TE value is dropped', () => {
+  test('TE is reduced to "trailers" when the client lists it, and dropped otherwise (as Go does)', () => {
     expect(upstream(['TE', 'trailers'])).toEqual(['TE', 'trailers', ...TARGET_TAIL]);
-    expect(upstream(['te', ' Trailers '])).toEqual(['te', ' Trailers ', ...TARGET_TAIL]);
+    expect(upstream(['te', ' Trailers '])).toEqual(['te', 'trailers', ...TARGET_TAIL]);
+    expect(upstream(['TE', 'trailers, deflate'])).toEqual(['TE', 'trailers', ...TARGET_TAIL]);
+    expect(upstream(['TE', 'deflate;q=0.5, trailers'])).toEqual(['TE', 'trailers', ...TARGET_TAIL]);
     expect(upstream(['TE', 'gzip'])).toEqual(TARGET_TAIL);
+    expect(upstream(['TE', 'trailersx'])).toEqual(TARGET_TAIL);
+  });
+
+  test('Host survives even when a Connection header names it', () => {
+    expect(upstream(['Host', 'user.example:9092', 'Connection', 'Host'])).toEqual(['Host', 'user.example:9092', ...TARGET_TAIL]);
   });
 
   test('headers named in Connection are dropped, in any case and across several Connection headers', () => {

@@ -26,6 +26,8 @@ describe('isLongRunning', () => {
     '/api/v1/pods?watch',
     '/api/v1/pods?xwatch=true',
     '/api/v1/pods?watchx=true',
+    '/api/v1/pods?watch_1',
+    '/api/v1/pods?followXtrue',
     '/api/v1/pods?a=watch=true',
     '/api/v1/pods?follow=false',
     '/api/v1/pods?watch=true2',

@@ -40,3 +40,10 @@ describe('isPortNumber', () => {
     },
   );
 });
+
+describe('subdomain labels follow apimachinery', () => {
+  test('a label longer than 63 characters is fine inside a subdomain (only the 253-character total counts)', () => {
+    expect(isDns1123Subdomain('a'.repeat(64))).toBe(true);
+    expect(isDns1123Label('a'.repeat(64))).toBe(false);
+  });
+});

@@ -66,3 +66,9 @@ describe('compileTargetTemplate', () => {
     expect(() => compileTargetTemplate(template)).toThrow(/target template/);
   });
 });
+
+describe('template ports are plain decimal numbers', () => {
+  test.each(['{hash}.x:0x1d13', '{hash}.x: 7443', '{hash}.x:1e3', '{hash}.x:07443', '{hash}.x:65536'])('%s is refused', (t) => {
+    expect(() => compileTargetTemplate(t)).toThrow(/port/);
+  });
+});
