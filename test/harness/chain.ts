@@ -77,6 +77,7 @@ export async function startChain(opts: { uds?: boolean; strategies?: string } = 
     await new Promise<void>((resolve, reject) => {
       blackhole.child.stdout!.once('data', () => resolve());
       blackhole.child.once('exit', (code) => reject(new Error(`blackhole exited ${code}: ${blackhole.log()}`)));
+      blackhole.child.once('error', (err) => reject(new Error(`blackhole did not start (run scripts/build-test-deps.sh): ${err.message}`)));
     });
 
     const anp = await startProxyServer({ certs, dir, name: 'proxy-server', uds: opts.uds ?? false, strategies: opts.strategies ?? 'destHost,default' });

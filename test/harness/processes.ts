@@ -19,7 +19,14 @@ export function startProcess(name: string, command: string, args: string[], dir:
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    // A binary that cannot be spawned emits 'error' and never 'exit'.
+    child.once('error', (err) => {
+      out.write(`spawn failed: ${err.message}\n`);
+      resolve();
+    });
+  });
   return {
     name,
     child,
@@ -40,7 +47,7 @@ export async function waitForHttp200(url: string, proc: Managed, timeoutMs = 20_
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
-    if (proc.child.exitCode !== null) throw new Error(`${proc.name} exited with ${proc.child.exitCode}:\n${proc.log()}`);
+    if (proc.child.exitCode !== null || proc.child.pid === undefined) throw new Error(`${proc.name} exited with ${proc.child.exitCode}:\n${proc.log()}`);
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
       if (res.status === 200) return;

@@ -167,3 +167,36 @@ describe('tunnels', () => {
 async function openTunnels(): Promise<number> {
   return metricValue(await us.server.metrics.registry.metrics(), 'cluster_proxy_user_server_tunnels_open');
 }
+
+describe('slow clients', () => {
+  test('a client that stops reading is cut off after --client-stall-timeout, and the agent keeps serving others (case 23)', async () => {
+    const stall = await chain.startUserServer({ 'client-stall-timeout': '1s' });
+    try {
+      const started = Date.now();
+      const outcome = new Promise<{ how: string; ms: number }>((resolve) => {
+        const req = https.request({ host: '127.0.0.1', port: stall.port, path: `/cluster-a/large?bytes=${256 * MiB}`, ca, servername: 'localhost', agent: false }, (res) => {
+          res.pause(); // never reads: the proxy's buffers fill up and the tunnel is paused
+          // Once the proxy has given up on it, the client reads again and must find the body cut off.
+          void expect.poll(() => stall.logs.join('\n'), { timeout: 15_000 }).toMatch(/did not read the response for 1000 ms/).then(() => {
+            const cutAt = Date.now() - started;
+            res.on('data', () => {});
+            res.on('end', () => resolve({ how: res.complete ? 'end' : 'aborted', ms: cutAt }));
+            res.on('aborted', () => resolve({ how: 'aborted', ms: cutAt }));
+            res.on('error', () => resolve({ how: 'aborted', ms: cutAt }));
+            res.resume();
+          });
+        });
+        req.on('error', () => resolve({ how: 'aborted', ms: Date.now() - started }));
+        req.end();
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      const other = await h1(stall.port, ca, '/cluster-a/api', { timeoutMs: 10_000 });
+      expect(other.status).toBe(200);
+      const { how, ms } = await outcome;
+      expect(how).toBe('aborted');
+      expect(ms).toBeLessThan(8000);
+    } finally {
+      await stall.close();
+    }
+  });
+});
