@@ -23,13 +23,15 @@ export async function startProxyServer(opts: {
   name: string;
   uds?: boolean;
   strategies?: string;
+  /** The frontend protocol; grpc is what the upstream Go user-server speaks. */
+  mode?: 'http-connect' | 'grpc';
 }): Promise<ProxyServer> {
   const { certs } = opts;
   const agentPort = await freePort();
   const healthPort = await freePort();
   const adminPort = await freePort();
   const args = [
-    '--mode=http-connect',
+    `--mode=${opts.mode ?? 'http-connect'}`,
     `--proxy-strategies=${opts.strategies ?? 'destHost,default'}`,
     '--agent-bind-address=127.0.0.1', `--agent-port=${agentPort}`,
     `--cluster-cert=${certs.file('proxy-server.crt')}`, `--cluster-key=${certs.file('proxy-server.key')}`,

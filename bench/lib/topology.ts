@@ -1,0 +1,156 @@
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { startAgent, startProxyServer, type Agent, type ProxyServer } from '../../test/harness/anp.ts';
+import { ROOT, makeCerts, type CertSet } from '../../test/harness/certs.ts';
+import { freePort, loopbackBlock, waitForHttp200 } from '../../test/harness/processes.ts';
+import { clusterHash } from '../../src/tunnel/target-host.ts';
+import { NODE, startBenchProcess, type BenchProcess } from './proc.ts';
+import type { DirectTunnelSpec } from './tunnel-client.ts';
+
+export const hashedHost = (cluster: string): string => `cluster-${clusterHash(cluster)}.open-cluster-management.proxy`;
+
+/** Pinned upstream commit of stolostron/cluster-proxy-addon (see scripts/build-upstream-user-server.sh). */
+export const UPSTREAM_COMMIT = process.env.UPSTREAM_COMMIT ?? '03253860';
+export const UPSTREAM_BIN = path.join(ROOT, '.cache/upstream-user-server', UPSTREAM_COMMIT, 'cluster-proxy');
+/** The upstream Go user-server serves its probes on :8000, hard-coded. */
+const UPSTREAM_HEALTH_PORT = 8000;
+
+export const HOT_CLUSTER = 'bench';
+export const coldCluster = (i: number): string => `cold-${i}`;
+export const watchCluster = (i: number): string => `watch-${i}`;
+export const COLD_CLUSTERS = 40;
+export const WATCH_CLUSTERS = 10;
+
+export interface Topology {
+  dir: string;
+  certs: CertSet;
+  /** The limit's way in: mTLS to the http-connect proxy-server. */
+  tunnel: DirectTunnelSpec;
+  /** User-servers by system id, with their HTTPS base URL and pid. */
+  servers: Map<'ts' | 'go', { base: string; pid: number; metrics?: () => Promise<string> }>;
+  anpHttp: ProxyServer;
+  anpGrpc?: ProxyServer;
+  /** Why the upstream Go user-server is not part of this run, if it is not. */
+  goSkipped?: string;
+  close(): Promise<void>;
+}
+
+async function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '0.0.0.0', () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * Starts every process of the comparison on loopback: one target, service-proxy doubles (the hot and cold
+ * clusters on one, watch clusters spread over two more, since one process may hold 20,000 descriptors at
+ * most), an http-connect ANP proxy-server and agent for the limit and this user-server, a grpc-mode
+ * proxy-server and agent for the upstream Go user-server, and the user-servers.
+ */
+export async function startTopology(opts: { go: boolean; watches: boolean }): Promise<Topology> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-bench-'));
+  const certs = makeCerts(path.join(dir, 'certs'));
+  const block = loopbackBlock();
+  const stops: (() => Promise<void>)[] = [];
+  const started = (p: BenchProcess): BenchProcess => {
+    stops.push(() => p.stop());
+    return p;
+  };
+  try {
+    const target = started(startBenchProcess('target', NODE, [path.join(ROOT, 'bench/runners/target.ts'), `${block}.2`], dir, { announce: true }));
+    const { url: targetUrl } = (await target.ready) as { url: string };
+    const startDouble = async (name: string, ip: string): Promise<void> => {
+      const p = started(startBenchProcess(name, NODE, [path.join(ROOT, 'bench/runners/service-proxy.ts'), ip, certs.file('service-proxy.crt'), certs.file('service-proxy.key'), targetUrl], dir, { announce: true }));
+      await p.ready;
+    };
+    const hostsMap: Record<string, string> = {};
+    await startDouble('service-proxy-main', `${block}.11`);
+    hostsMap[hashedHost(HOT_CLUSTER)] = `${block}.11`;
+    for (let i = 0; i < COLD_CLUSTERS; i++) hostsMap[hashedHost(coldCluster(i))] = `${block}.11`;
+    if (opts.watches) {
+      await startDouble('service-proxy-w1', `${block}.21`);
+      await startDouble('service-proxy-w2', `${block}.22`);
+      for (let i = 0; i < WATCH_CLUSTERS; i++) hostsMap[hashedHost(watchCluster(i))] = i % 2 === 0 ? `${block}.21` : `${block}.22`;
+    }
+    const identifiers = Object.keys(hostsMap);
+
+    const anpHttp = await startProxyServer({ certs, dir, name: 'anp-http-connect', strategies: 'destHost' });
+    stops.push(() => anpHttp.stop());
+    const agentHttp: Agent = await startAgent({ certs, dir, name: 'agent-http-connect', server: anpHttp, identifiers, hosts: hostsMap });
+    stops.push(() => agentHttp.stop());
+
+    const servers: Topology['servers'] = new Map();
+    const healthPort = await freePort();
+    const tsPort = await freePort();
+    // BENCH_TS_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the user-server (bench/README.md).
+    const nodeArgs = (process.env.BENCH_TS_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+    const ts = started(startBenchProcess('user-server', NODE, [
+      ...nodeArgs,
+      path.join(ROOT, 'src/cli.ts'),
+      '--server-address=127.0.0.1', `--server-port=${tsPort}`,
+      `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`,
+      '--health-address=127.0.0.1', `--health-port=${healthPort}`,
+      '--proxy-server-host=127.0.0.1', `--proxy-server-port=${anpHttp.frontendPort}`,
+      `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
+      `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
+    ], dir));
+    await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, ts);
+    servers.set('ts', { base: `https://127.0.0.1:${tsPort}`, pid: ts.pid, metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text() });
+
+    let anpGrpc: ProxyServer | undefined;
+    let goSkipped: string | undefined;
+    if (!opts.go) {
+      goSkipped = 'not part of this mode';
+    } else if (!existsSync(UPSTREAM_BIN)) {
+      goSkipped = `not built: run scripts/build-upstream-user-server.sh (expects ${path.relative(ROOT, UPSTREAM_BIN)})`;
+    } else if (!(await portFree(UPSTREAM_HEALTH_PORT))) {
+      goSkipped = `port ${UPSTREAM_HEALTH_PORT} is taken, and the upstream user-server binds its probes there unconditionally`;
+    } else {
+      anpGrpc = await startProxyServer({ certs, dir, name: 'anp-grpc', strategies: 'destHost', mode: 'grpc' });
+      stops.push(() => anpGrpc!.stop());
+      const agentGrpc = await startAgent({ certs, dir, name: 'agent-grpc', server: anpGrpc, identifiers, hosts: hostsMap });
+      stops.push(() => agentGrpc.stop());
+      // It starts an informer on ManagedClusterAddOns that its request path never reads; a kubeconfig
+      // pointing at a closed loopback port lets it start (the informer just retries in the background).
+      const kubeconfig = path.join(dir, 'upstream.kubeconfig');
+      writeFileSync(kubeconfig, [
+        'apiVersion: v1', 'kind: Config', 'current-context: none',
+        'clusters: [{name: none, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]',
+        'users: [{name: none, user: {token: none}}]',
+        'contexts: [{name: none, context: {cluster: none, user: none}}]', '',
+      ].join('\n'));
+      const goPort = await freePort();
+      const go = started(startBenchProcess('upstream-user-server', UPSTREAM_BIN, [
+        'user-server', '--host=127.0.0.1', `--port=${anpGrpc.frontendPort}`,
+        `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
+        `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`, `--server-port=${goPort}`,
+        `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
+      ], dir, { env: { ...process.env, KUBECONFIG: kubeconfig, POD_NAMESPACE: 'open-cluster-management' } }));
+      await waitForHttp200(`http://127.0.0.1:${UPSTREAM_HEALTH_PORT}/healthz`, go);
+      servers.set('go', { base: `https://127.0.0.1:${goPort}`, pid: go.pid });
+    }
+
+    const topo: Topology = {
+      dir,
+      certs,
+      tunnel: { proxyHost: '127.0.0.1', proxyPort: anpHttp.frontendPort!, caFile: certs.file('ca.crt'), certFile: certs.file('user-client.crt'), keyFile: certs.file('user-client.key') },
+      servers,
+      anpHttp,
+      async close() {
+        for (const stop of stops.reverse()) await stop().catch(() => {});
+        if (process.env.BENCH_KEEP_LOGS === undefined) rmSync(dir, { recursive: true, force: true });
+      },
+    };
+    if (anpGrpc !== undefined) topo.anpGrpc = anpGrpc;
+    if (goSkipped !== undefined) topo.goSkipped = goSkipped;
+    return topo;
+  } catch (err) {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+    process.stderr.write(`bench: setup failed; logs kept in ${dir}\n`);
+    throw err;
+  }
+}

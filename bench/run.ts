@@ -1,0 +1,342 @@
+// The benchmark: this user-server against the limit (a client pooling its own CONNECT tunnels through
+// the same ANP) and the upstream Go user-server, side by side in one run. See bench/README.md.
+//   node bench/run.ts            short subset (a few minutes)
+//   node bench/run.ts --full     every scenario
+//   node bench/run.ts --smoke    a few seconds, limit and this user-server only (used by the test suite)
+// Options: --out <dir> (default bench/results), --runs N, --seconds S, --systems limit,ts,go
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ANP_VERSION } from '../test/harness/anp.ts';
+import { ROOT } from '../test/harness/certs.ts';
+import { runJob, startHolder } from './lib/jobs.ts';
+import { cpuSeconds, rssMiB, sampleRss } from './lib/proc.ts';
+import { renderMarkdown, renderSvg, type BenchResults, type ScenarioResult, type SystemId, type SystemResult, type TargetCheck } from './lib/report.ts';
+import { median, promValue, round } from './lib/stats.ts';
+import { coldCluster, hashedHost, HOT_CLUSTER, startTopology, UPSTREAM_COMMIT, watchCluster, WATCH_CLUSTERS, type Topology } from './lib/topology.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    full: { type: 'boolean', default: false },
+    smoke: { type: 'boolean', default: false },
+    out: { type: 'string', default: path.join(ROOT, 'bench/results') },
+    runs: { type: 'string' },
+    seconds: { type: 'string' },
+    systems: { type: 'string' },
+  },
+});
+const mode: BenchResults['mode'] = args.smoke ? 'smoke' : args.full ? 'full' : 'default';
+const RUNS = Number(args.runs ?? (mode === 'smoke' ? 1 : 3));
+const SECONDS = Number(args.seconds ?? (mode === 'smoke' ? 1 : mode === 'full' ? 10 : 5));
+const WARMUP = mode === 'smoke' ? 1 : mode === 'full' ? 3 : 2;
+const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts' : 'limit,ts,go')).split(',') as SystemId[]);
+
+const KUBE_PATH = '/api/v1/namespaces/default/configmaps';
+const log = (msg: string): void => {
+  process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+};
+
+let topo: Topology;
+let systems: SystemId[];
+
+/** Where a system's requests go: a user-server URL, or the limit's origin and path behind its own tunnels. */
+function endpoint(system: SystemId, cluster: string, query: string): Record<string, unknown> {
+  if (system === 'limit') return { tunnel: topo.tunnel, origin: `https://${hashedHost(cluster)}:7443`, path: `${KUBE_PATH}?${query}` };
+  return { url: `${topo.servers.get(system)!.base}/${cluster}${KUBE_PATH}?${query}`, caFile: topo.certs.file('ca.crt') };
+}
+
+interface LoadResult {
+  requests: number;
+  seconds: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  bytes: number;
+  errors: number;
+  non2xx: number;
+  cpuSeconds: number;
+  latencies?: number[];
+}
+
+function loadJob(system: SystemId, bytes: number, connections: number, seconds: number): object {
+  const e = endpoint(system, HOT_CLUSTER, `bytes=${bytes}`);
+  return system === 'limit' ? { kind: 'tunnel', ...e, connections, seconds, prewarmSeconds: 1 } : { kind: 'autocannon', url: e.url, connections, seconds };
+}
+
+async function anpDials(system: SystemId): Promise<number> {
+  const server = system === 'go' ? topo.anpGrpc! : topo.anpHttp;
+  return promValue(await server.metrics(), 'konnectivity_network_proxy_server_dial_duration_seconds_count');
+}
+
+async function ownDials(system: SystemId): Promise<number> {
+  const metrics = topo.servers.get(system as 'ts')?.metrics;
+  if (system !== 'ts' || metrics === undefined) return Number.NaN;
+  return promValue(await metrics(), 'cluster_proxy_user_server_tunnel_dials_total', ['outcome="success"']);
+}
+
+function failed(err: unknown): SystemResult {
+  return { status: 'failed', reason: (err as Error).message.split('\n').slice(0, 3).join(' '), runs: [], median: {} };
+}
+
+function finish(runs: Record<string, number>[]): SystemResult {
+  const keys = Object.keys(runs[0] ?? {});
+  const med: Record<string, number> = {};
+  for (const k of keys) med[k] = round(median(runs.map((r) => r[k]!)), 3);
+  return { status: 'ok', runs, median: med };
+}
+
+/** Throughput of one response size at one concurrency; every system checked, warmed up, then run in turn. */
+async function httpScenario(id: string, title: string, bytes: number, connections: number, seconds = SECONDS): Promise<ScenarioResult> {
+  log(`${id}: ${title}`);
+  const result: ScenarioResult = { id, title, primary: bytes >= 1 << 20 ? 'mbps' : 'rps', higherIsBetter: true, systems: {} };
+  const active: SystemId[] = [];
+  for (const s of systems) {
+    try {
+      await runJob('loadgen', { kind: 'check', ...endpoint(s, HOT_CLUSTER, `bytes=${bytes}`), bytes }, 120_000);
+      const w = await runJob<LoadResult>('loadgen', loadJob(s, bytes, connections, WARMUP), (WARMUP + 90) * 1000);
+      if (w.errors > 0 || w.non2xx > 0) throw new Error(`warm-up: ${w.errors} errors, ${w.non2xx} non-2xx of ${w.requests}`);
+      active.push(s);
+    } catch (err) {
+      log(`  ${s} failed: ${(err as Error).message}`);
+      result.systems[s] = failed(err);
+    }
+  }
+  const runs = new Map<SystemId, Record<string, number>[]>(active.map((s) => [s, []]));
+  for (let r = 0; r < RUNS; r++) {
+    for (const s of active) {
+      if (result.systems[s]?.status === 'failed') continue;
+      try {
+        const pid = topo.servers.get(s as 'ts')?.pid;
+        const cpu0 = pid !== undefined ? cpuSeconds(pid) : 0;
+        const rss = pid !== undefined ? sampleRss(pid) : undefined;
+        const anp0 = await anpDials(s);
+        const own0 = await ownDials(s);
+        const res = await runJob<LoadResult>('loadgen', loadJob(s, bytes, connections, seconds), (seconds + 90) * 1000);
+        const cpu = pid !== undefined ? cpuSeconds(pid) - cpu0 : Number.NaN;
+        const rssMax = rss?.stop() ?? Number.NaN;
+        const anp = (await anpDials(s)) - anp0;
+        const own = (await ownDials(s)) - own0;
+        if (res.errors > 0 || res.non2xx > 0 || res.requests === 0) throw new Error(`run ${r + 1}: ${res.errors} errors, ${res.non2xx} non-2xx of ${res.requests}`);
+        const row = {
+          rps: round(res.rps, 1),
+          mbps: round(res.bytes / res.seconds / 1e6, 1),
+          p50: round(res.p50, 2),
+          p99: round(res.p99, 2),
+          serverCpuUsPerReq: round((cpu * 1e6) / res.requests, 1),
+          serverRssMiB: round(rssMax, 1),
+          anpConnectsPer1000: round((anp * 1000) / res.requests, 2),
+          ownConnectsPer1000: round((own * 1000) / res.requests, 2),
+          clientCpuUsPerReq: round((res.cpuSeconds * 1e6) / res.requests, 1),
+          requests: res.requests,
+        };
+        runs.get(s)!.push(row);
+        log(`  run ${r + 1} ${s}: ${row.rps} req/s, ${row.mbps} MB/s, p50 ${row.p50} p99 ${row.p99} ms, cpu ${row.serverCpuUsPerReq} us/req, rss ${row.serverRssMiB} MiB, CONNECTs/1000 ${row.anpConnectsPer1000}`);
+      } catch (err) {
+        log(`  ${s} failed: ${(err as Error).message}`);
+        result.systems[s] = failed(err);
+      }
+    }
+  }
+  for (const s of active) if (result.systems[s]?.status !== 'failed') result.systems[s] = finish(runs.get(s)!);
+  return withRatios(result);
+}
+
+/** First request to a cluster the system has not seen, against the following requests on the same pool. */
+async function coldWarm(samples: number): Promise<ScenarioResult> {
+  log('cold-warm: first request to a new cluster vs the next 20');
+  const result: ScenarioResult = { id: 'cold-warm', title: 'cold cluster (first request) vs warm, 1 KiB, one client connection', primary: 'coldMs', higherIsBetter: false, systems: {} };
+  const all = new Map<SystemId, Record<string, number>[]>(systems.map((s) => [s, []]));
+  for (let k = 0; k < samples; k++) {
+    for (const s of systems) {
+      if (result.systems[s]?.status === 'failed') continue;
+      try {
+        const e = endpoint(s, coldCluster(k), 'bytes=1024');
+        // A user-server gets one request to a warm cluster first, so that the client's own TLS handshake
+        // with it is not counted as the cluster's cold cost.
+        const prime = s === 'limit' ? undefined : endpoint(s, HOT_CLUSTER, 'bytes=1024').url;
+        const res = await runJob<LoadResult>('loadgen', { kind: 'sequential', ...e, prime, count: 21 }, 120_000);
+        if (res.non2xx > 0) throw new Error(`${res.non2xx} non-2xx`);
+        const [cold, ...warm] = res.latencies!;
+        all.get(s)!.push({ coldMs: round(cold!, 2), warmMs: round(median(warm), 2), coldOverWarm: round(cold! / median(warm), 1) });
+      } catch (err) {
+        log(`  ${s} failed: ${(err as Error).message}`);
+        result.systems[s] = failed(err);
+      }
+    }
+  }
+  for (const s of systems) if (result.systems[s]?.status !== 'failed') result.systems[s] = finish(all.get(s)!);
+  for (const s of systems) log(`  ${s}: ${JSON.stringify(result.systems[s]?.median)}`);
+  return withRatios(result);
+}
+
+/** N watches held open and idle: the user-server's memory and CPU. */
+async function idleWatches(count: number): Promise<ScenarioResult> {
+  log(`watch-idle-${count}: ${count} idle watches over HTTP/2`);
+  const result: ScenarioResult = { id: `watch-idle-${count}`, title: `${count} concurrent idle watches (HTTP/2, 100 per connection, ${WATCH_CLUSTERS} clusters)`, primary: 'rssMiB', higherIsBetter: false, systems: {} };
+  result.systems.limit = { status: 'skipped', reason: 'measures the user-server itself', runs: [], median: {} };
+  for (const s of systems.filter((x) => x !== 'limit')) {
+    const server = topo.servers.get(s as 'ts' | 'go')!;
+    const paths = Array.from({ length: WATCH_CLUSTERS }, (_, i) => `/${watchCluster(i)}${KUBE_PATH}?watch=true&resourceVersion=1`);
+    const rssBefore = rssMiB(server.pid);
+    const cpu0 = cpuSeconds(server.pid);
+    const holder = startHolder<{ opened: number; seconds: number }>({ kind: 'idle', base: server.base, caFile: topo.certs.file('ca.crt'), paths, count, perSession: 100 }, 300_000);
+    try {
+      const opened = await holder.ready;
+      const cpuOpen = cpuSeconds(server.pid) - cpu0;
+      await sleep(3000);
+      const idleCpu0 = cpuSeconds(server.pid);
+      const idleSeconds = mode === 'full' ? 10 : 3;
+      await sleep(idleSeconds * 1000);
+      const idleCpu = cpuSeconds(server.pid) - idleCpu0;
+      const row = {
+        rssMiB: round(rssMiB(server.pid), 1),
+        rssBeforeMiB: round(rssBefore, 1),
+        openSeconds: round(opened.seconds, 1),
+        openCpuMsPerWatch: round((cpuOpen * 1000) / count, 2),
+        idleCpuPercent: round((idleCpu / idleSeconds) * 100, 1),
+      };
+      result.systems[s] = finish([row]);
+      log(`  ${s}: ${JSON.stringify(row)}`);
+    } catch (err) {
+      log(`  ${s} failed: ${(err as Error).message}`);
+      result.systems[s] = failed(err);
+    } finally {
+      await holder.stop();
+      // Let the servers tear the tunnels down before the next measurement.
+      await sleep(3000);
+    }
+  }
+  return withRatios(result);
+}
+
+/** One watch receiving 1,000 events/s: delay from the target's write to the client's read. */
+async function watchEvents(rate: number, seconds: number): Promise<ScenarioResult> {
+  log(`watch-events: one watch at ${rate} events/s`);
+  const result: ScenarioResult = { id: 'watch-events', title: `one watch receiving ${rate} events/s: target write to client read`, primary: 'p99', higherIsBetter: false, systems: {} };
+  const all = new Map<SystemId, Record<string, number>[]>(systems.map((s) => [s, []]));
+  for (let r = 0; r < RUNS; r++) {
+    for (const s of systems) {
+      if (result.systems[s]?.status === 'failed') continue;
+      try {
+        const e = endpoint(s, HOT_CLUSTER, `watch=true&events=${rate}`);
+        const res = await runJob<{ events: number; perSecond: number; p50: number; p99: number; max: number; gaps: number }>('watch-client', { kind: 'events', ...e, seconds }, (seconds + 60) * 1000);
+        if (res.gaps > 0 || res.perSecond < rate * 0.8) throw new Error(`${res.perSecond} events/s arrived, ${res.gaps} gaps`);
+        all.get(s)!.push({ p50: round(res.p50, 2), p99: round(res.p99, 2), max: round(res.max, 2), eventsPerSecond: round(res.perSecond, 0) });
+      } catch (err) {
+        log(`  ${s} failed: ${(err as Error).message}`);
+        result.systems[s] = failed(err);
+      }
+    }
+  }
+  for (const s of systems) if (result.systems[s]?.status !== 'failed') result.systems[s] = finish(all.get(s)!);
+  for (const s of systems) log(`  ${s}: ${JSON.stringify(result.systems[s]?.median)}`);
+  return withRatios(result);
+}
+
+function execSkipped(): ScenarioResult {
+  const reason = 'skipped: no upgrade support';
+  return {
+    id: 'exec-ws',
+    title: 'exec over WebSocket: round-trip latency',
+    primary: 'p50',
+    higherIsBetter: false,
+    systems: Object.fromEntries(systems.map((s) => [s, { status: 'skipped', reason, runs: [], median: {} }])),
+    note: reason,
+  };
+}
+
+function withRatios(result: ScenarioResult): ScenarioResult {
+  const v = (s: SystemId): number | undefined => (result.systems[s]?.status === 'ok' ? result.systems[s]!.median[result.primary] : undefined);
+  const ts = v('ts');
+  const limit = v('limit');
+  const go = v('go');
+  if (ts !== undefined && limit !== undefined && limit !== 0) result.tsOverLimit = round(ts / limit, 3);
+  if (ts !== undefined && go !== undefined && go !== 0) result.tsOverGo = round(ts / go, 3);
+  return result;
+}
+
+function targets(scenarios: ScenarioResult[]): TargetCheck[] {
+  const get = (id: string, s: SystemId, k: string): number | undefined => {
+    const r = scenarios.find((x) => x.id === id)?.systems[s];
+    return r?.status === 'ok' ? r.median[k] : undefined;
+  };
+  const checks: TargetCheck[] = [];
+  const add = (name: string, value: number | undefined, goal: string, met: (v: number) => boolean): void => {
+    checks.push({ name, value: value === undefined ? null : round(value, 3), goal, met: value === undefined ? null : met(value) });
+  };
+  const c = 'get1k-c64';
+  const div = (a?: number, b?: number): number | undefined => (a === undefined || b === undefined || b === 0 ? undefined : a / b);
+  add('1 KiB @64: req/s, this / upstream Go', div(get(c, 'ts', 'rps'), get(c, 'go', 'rps')), '>= 20', (v) => v >= 20);
+  add('1 KiB @64: p99, this / upstream Go', div(get(c, 'ts', 'p99'), get(c, 'go', 'p99')), '<= 0.1', (v) => v <= 0.1);
+  add('1 KiB @64: req/s, this / limit', div(get(c, 'ts', 'rps'), get(c, 'limit', 'rps')), '>= 0.6', (v) => v >= 0.6);
+  add('1 MiB: MB/s, this / limit', div(get('mib1', 'ts', 'mbps'), get('mib1', 'limit', 'mbps')), '>= 0.8', (v) => v >= 0.8);
+  add('1 KiB @64: user-server CPU per request (us)', get(c, 'ts', 'serverCpuUsPerReq'), '<= 35', (v) => v <= 35);
+  add('1 KiB @64: user-server RSS (MiB)', get(c, 'ts', 'serverRssMiB'), '<= 200', (v) => v <= 200);
+  add('10,000 idle watches: user-server RSS (MiB)', get('watch-idle-10000', 'ts', 'rssMiB'), '< 400', (v) => v < 400);
+  add('1 KiB @64, warm pool: CONNECTs per 1,000 requests', get(c, 'ts', 'ownConnectsPer1000'), '0', (v) => v === 0);
+  return checks;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function main(): Promise<number> {
+  const started = new Date();
+  const cpus = os.cpus();
+  log(`mode ${mode}: ${RUNS} runs of ${SECONDS} s after ${WARMUP} s warm-up; systems ${[...wanted].join(', ')}`);
+  topo = await startTopology({ go: wanted.has('go'), watches: mode === 'full' });
+  systems = (['limit', 'ts', 'go'] as SystemId[]).filter((s) => wanted.has(s) && (s !== 'go' || topo.servers.has('go')));
+  if (topo.goSkipped !== undefined && wanted.has('go')) log(`upstream Go user-server skipped: ${topo.goSkipped}`);
+  const scenarios: ScenarioResult[] = [];
+  try {
+    if (mode === 'smoke') {
+      scenarios.push(await httpScenario('get1k-c4', '1 KiB GET, 4 connections', 1024, 4));
+    } else {
+      const conns = mode === 'full' ? [1, 16, 64, 256] : [64];
+      for (const n of conns) scenarios.push(await httpScenario(`get1k-c${n}`, `1 KiB GET, ${n} connections`, 1024, n));
+      scenarios.push(await httpScenario('mib1', '1 MiB GET, 16 connections', 1 << 20, 16));
+      if (mode === 'full') scenarios.push(await httpScenario('mib64', '64 MiB GET, 2 connections', 64 << 20, 2, Math.max(SECONDS, 10)));
+      scenarios.push(await coldWarm(mode === 'full' ? 9 : 5));
+      if (mode === 'full') {
+        scenarios.push(await watchEvents(1000, 11));
+        scenarios.push(await idleWatches(1000));
+        scenarios.push(await idleWatches(10_000));
+      }
+      scenarios.push(execSkipped());
+    }
+  } finally {
+    await topo.close();
+  }
+  const results: BenchResults = {
+    mode,
+    date: started.toISOString(),
+    machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, kernel: os.release(), loadAverageAtStart: os.loadavg().map((v) => round(v, 2)) },
+    settings: { runs: RUNS, seconds: SECONDS, warmupSeconds: WARMUP, anp: ANP_VERSION, upstreamCommit: UPSTREAM_COMMIT },
+    systems: {
+      limit: { name: 'limit: client pooling its own CONNECT tunnels through ANP (undici + src/tunnel/anp-tunnel.ts)', included: systems.includes('limit') },
+      ts: { name: 'this user-server (node src/cli.ts)', included: systems.includes('ts') },
+      go: { name: `upstream Go user-server (stolostron/cluster-proxy-addon ${UPSTREAM_COMMIT}), ANP in grpc mode`, included: systems.includes('go'), ...(topo.goSkipped !== undefined ? { skipped: topo.goSkipped } : {}) },
+    },
+    scenarios,
+    targets: mode === 'smoke' ? [] : targets(scenarios),
+  };
+  mkdirSync(path.join(args.out, 'raw'), { recursive: true });
+  const stamp = started.toISOString().replaceAll(':', '-').slice(0, 19);
+  writeFileSync(path.join(args.out, 'raw', `${stamp}-${mode}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  const base = mode === 'default' ? 'latest' : `latest-${mode}`;
+  writeFileSync(path.join(args.out, `${base}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(path.join(args.out, `${base}.md`), renderMarkdown(results));
+  writeFileSync(path.join(args.out, `${base}.svg`), renderSvg(results));
+  log(`results in ${path.relative(process.cwd(), path.join(args.out, `${base}.{json,md,svg}`))}`);
+  process.stdout.write(renderMarkdown(results));
+  const anyFailed = scenarios.some((s) => Object.values(s.systems).some((r) => r?.status === 'failed'));
+  return anyFailed ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);
