@@ -116,15 +116,17 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   onResponseStart(
     controller: Dispatcher.DispatchController,
     statusCode: number,
-    _headers: Record<string, string | string[] | undefined>,
+    headers: Record<string, string | string[] | undefined>,
   ): void {
     this.result.statusCode = statusCode;
     this.result.firstByteSeconds = (performance.now() - this.started) / 1000;
     const raw = (controller as unknown as { rawHeaders: (Buffer | string)[] | null }).rawHeaders ?? [];
     const res = this.res;
     res.writeHead(statusCode, buildResponseHeaders(raw));
-    // Headers of a watch or `logs -f` must reach the client before the first event, which may take minutes.
-    res.flushHeaders?.();
+    // Headers of a watch or `logs -f` (streamed, so without Content-Length) must reach the client before
+    // the first event, which may take minutes. A sized body goes out with its headers in one write: a
+    // separate header write costs a TLS record and a syscall per request (bench/README.md).
+    if (headers['content-length'] === undefined) res.flushHeaders?.();
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
