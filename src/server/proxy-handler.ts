@@ -25,6 +25,9 @@ export interface ProxyHandlerDeps {
  * (HTTP/1.1 or HTTP/2 compatibility API) so it does not depend on the web framework.
  */
 export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest, res: ClientResponse, requestId: string) => Promise<void> {
+  // The access line is built from fixed scalar fields (no headers, no query, no error objects), so the
+  // redaction paths can never match it; running them cost ~17 us per request (bench/README.md).
+  const accessLogger = deps.logger.child({}, { redact: [] });
   const inFlight = new Map<string, number>();
   const origins = new Map<TunnelTarget, string>();
   const originOf = (t: TunnelTarget): string => {
@@ -106,7 +109,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
       if (result.clientGone) line.clientGone = true;
       const failed = result.errorBeforeHeaders !== undefined && result.errorBeforeHeaders.statusCode >= 500;
       if (failed) deps.logger.warn({ ...line, msg: result.errorBeforeHeaders!.message }, 'request failed');
-      else deps.logger.info(line, 'request');
+      else accessLogger.info(line, 'request');
     }
   };
 }
