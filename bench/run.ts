@@ -3,7 +3,8 @@
 //   node bench/run.ts            short subset (a few minutes)
 //   node bench/run.ts --full     every scenario
 //   node bench/run.ts --smoke    a few seconds, limit and this user-server only (used by the test suite)
-// Options: --out <dir> (default bench/results), --runs N, --seconds S, --systems limit,ts,go
+// Options: --out <dir> (default bench/results), --runs N, --seconds S, --systems limit,ts,go,
+//          --only <scenario id prefixes> (e.g. --only watch,cold)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,6 +25,7 @@ const { values: args } = parseArgs({
     runs: { type: 'string' },
     seconds: { type: 'string' },
     systems: { type: 'string' },
+    only: { type: 'string' },
   },
 });
 const mode: BenchResults['mode'] = args.smoke ? 'smoke' : args.full ? 'full' : 'default';
@@ -31,6 +33,9 @@ const RUNS = Number(args.runs ?? (mode === 'smoke' ? 1 : 3));
 const SECONDS = Number(args.seconds ?? (mode === 'smoke' ? 1 : mode === 'full' ? 10 : 5));
 const WARMUP = mode === 'smoke' ? 1 : mode === 'full' ? 3 : 2;
 const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts' : 'limit,ts,go')).split(',') as SystemId[]);
+
+const only = args.only?.split(',');
+const want = (id: string): boolean => only === undefined || only.some((p) => id.startsWith(p));
 
 const KUBE_PATH = '/api/v1/namespaces/default/configmaps';
 const log = (msg: string): void => {
@@ -59,9 +64,17 @@ interface LoadResult {
   latencies?: number[];
 }
 
+/**
+ * 1 KiB requests: autocannon for the user-servers. Large bodies: undici for every system, because
+ * autocannon's client spent about twice undici's CPU per MiB and the load generator shares the 2 cores
+ * with the systems under test. The limit always uses undici (it needs the tunnel connector); its new
+ * tunnels are filled by a 1 s pre-warm inside the measuring process (the user-servers' pools are warm).
+ */
 function loadJob(system: SystemId, bytes: number, connections: number, seconds: number): object {
   const e = endpoint(system, HOT_CLUSTER, `bytes=${bytes}`);
-  return system === 'limit' ? { kind: 'tunnel', ...e, connections, seconds, prewarmSeconds: 1 } : { kind: 'autocannon', url: e.url, connections, seconds };
+  if (system === 'limit') return { kind: 'undici', ...e, connections, seconds, prewarmSeconds: Math.min(1, seconds / 2) };
+  if (bytes >= 1 << 20) return { kind: 'undici', ...e, connections, seconds, prewarmSeconds: 0.5 };
+  return { kind: 'autocannon', url: e.url, connections, seconds };
 }
 
 async function anpDials(system: SystemId): Promise<number> {
@@ -152,9 +165,10 @@ async function coldWarm(samples: number): Promise<ScenarioResult> {
       if (result.systems[s]?.status === 'failed') continue;
       try {
         const e = endpoint(s, coldCluster(k), 'bytes=1024');
-        // A user-server gets one request to a warm cluster first, so that the client's own TLS handshake
-        // with it is not counted as the cluster's cold cost.
-        const prime = s === 'limit' ? undefined : endpoint(s, HOT_CLUSTER, 'bytes=1024').url;
+        // One request to a warm cluster first, so that the client's start-up and its own TLS handshake
+        // with a user-server are not counted as the cluster's cold cost.
+        const hot = endpoint(s, HOT_CLUSTER, 'bytes=1024');
+        const prime = s === 'limit' ? `${hot.origin as string}${hot.path as string}` : hot.url;
         const res = await runJob<LoadResult>('loadgen', { kind: 'sequential', ...e, prime, count: 21 }, 120_000);
         if (res.non2xx > 0) throw new Error(`${res.non2xx} non-2xx`);
         const [cold, ...warm] = res.latencies!;
@@ -284,7 +298,7 @@ async function main(): Promise<number> {
   const started = new Date();
   const cpus = os.cpus();
   log(`mode ${mode}: ${RUNS} runs of ${SECONDS} s after ${WARMUP} s warm-up; systems ${[...wanted].join(', ')}`);
-  topo = await startTopology({ go: wanted.has('go'), watches: mode === 'full' });
+  topo = await startTopology({ go: wanted.has('go'), watches: mode === 'full' && (want('watch-idle-1000') || want('watch-idle-10000')) });
   systems = (['limit', 'ts', 'go'] as SystemId[]).filter((s) => wanted.has(s) && (s !== 'go' || topo.servers.has('go')));
   if (topo.goSkipped !== undefined && wanted.has('go')) log(`upstream Go user-server skipped: ${topo.goSkipped}`);
   const scenarios: ScenarioResult[] = [];
@@ -293,16 +307,16 @@ async function main(): Promise<number> {
       scenarios.push(await httpScenario('get1k-c4', '1 KiB GET, 4 connections', 1024, 4));
     } else {
       const conns = mode === 'full' ? [1, 16, 64, 256] : [64];
-      for (const n of conns) scenarios.push(await httpScenario(`get1k-c${n}`, `1 KiB GET, ${n} connections`, 1024, n));
-      scenarios.push(await httpScenario('mib1', '1 MiB GET, 16 connections', 1 << 20, 16));
-      if (mode === 'full') scenarios.push(await httpScenario('mib64', '64 MiB GET, 2 connections', 64 << 20, 2, Math.max(SECONDS, 10)));
-      scenarios.push(await coldWarm(mode === 'full' ? 9 : 5));
+      for (const n of conns) if (want(`get1k-c${n}`)) scenarios.push(await httpScenario(`get1k-c${n}`, `1 KiB GET, ${n} connections`, 1024, n));
+      if (want('mib1')) scenarios.push(await httpScenario('mib1', '1 MiB GET, 16 connections', 1 << 20, 16));
+      if (mode === 'full' && want('mib64')) scenarios.push(await httpScenario('mib64', '64 MiB GET, 2 connections', 64 << 20, 2, Math.max(SECONDS, 10)));
+      if (want('cold-warm')) scenarios.push(await coldWarm(mode === 'full' ? 9 : 5));
       if (mode === 'full') {
-        scenarios.push(await watchEvents(1000, 11));
-        scenarios.push(await idleWatches(1000));
-        scenarios.push(await idleWatches(10_000));
+        if (want('watch-events')) scenarios.push(await watchEvents(1000, 11));
+        if (want('watch-idle-1000')) scenarios.push(await idleWatches(1000));
+        if (want('watch-idle-10000')) scenarios.push(await idleWatches(10_000));
       }
-      scenarios.push(execSkipped());
+      if (want('exec-ws')) scenarios.push(execSkipped());
     }
   } finally {
     await topo.close();

@@ -1,6 +1,7 @@
 // The load generator, as its own process. argv[2] is a JSON job; one JSON result goes to stdout.
 //   {kind:"autocannon", url, connections, seconds}              HTTP/1.1 through a user-server
-//   {kind:"tunnel", tunnel, origin, path, connections, seconds}  the limit: undici over its own tunnels
+//   {kind:"undici", url, connections, seconds}                  the same closed loop with undici (large bodies)
+//   {kind:"undici", tunnel, origin, path, connections, seconds} the limit: undici over its own tunnels
 //   {kind:"check", url | tunnel+origin+path, bytes}               one request, body length and sha256 checked
 //   {kind:"sequential", ..., count}                              one request after the other, each latency
 // Results: requests, rps, p50/p99 ms, bytes, errors (transport), non2xx, cpuSeconds of this process.
@@ -12,7 +13,7 @@ import { expectedSha256 } from '../lib/payload.ts';
 import { directTunnelAgent, KUBE_TARGET_HEADERS, type DirectTunnelSpec } from '../lib/tunnel-client.ts';
 
 interface Job {
-  kind: 'autocannon' | 'tunnel' | 'check' | 'sequential';
+  kind: 'autocannon' | 'undici' | 'check' | 'sequential';
   url?: string;
   caFile?: string;
   tunnel?: DirectTunnelSpec;
@@ -22,9 +23,12 @@ interface Job {
   seconds?: number;
   bytes?: number;
   count?: number;
-  /** sequential: a URL on the same user-server fetched first and not counted (opens the client's connection). */
+  /**
+   * sequential: fetched first and not counted, so that the client's own start-up (JIT, its connection to a
+   * user-server) is not part of the first measured request. A URL, or for the limit another origin's URL.
+   */
   prime?: string;
-  /** tunnel: seconds of load before measuring, to open this process's tunnels. */
+  /** undici: seconds of load before measuring, to open this process's connections or tunnels. */
   prewarmSeconds?: number;
 }
 
@@ -121,8 +125,8 @@ async function runClosedLoop(): Promise<LoadResult> {
 async function runSequential(): Promise<LoadResult> {
   const t = target();
   if (job.prime !== undefined) {
-    const p = new URL(job.prime);
-    const res = await t.dispatcher.request({ origin: p.origin, path: `${p.pathname}${p.search}`, method: 'GET' });
+    const p = job.tunnel !== undefined ? new URL(job.prime, job.origin) : new URL(job.prime);
+    const res = await t.dispatcher.request({ origin: p.origin, path: `${p.pathname}${p.search}`, method: 'GET', headers: t.headers });
     await res.body.dump();
     if (res.statusCode !== 200) throw new Error(`prime request: status ${res.statusCode}`);
   }
@@ -159,7 +163,7 @@ async function runCheck(): Promise<LoadResult> {
   return { requests: 1, seconds: 0, rps: 0, p50: 0, p99: 0, bytes, errors: 0, non2xx: 0, cpuSeconds: cpu() };
 }
 
-const run = { autocannon: runAutocannon, tunnel: runClosedLoop, check: runCheck, sequential: runSequential }[job.kind];
+const run = { autocannon: runAutocannon, undici: runClosedLoop, check: runCheck, sequential: runSequential }[job.kind];
 run().then(
   (result) => {
     process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -34,6 +34,8 @@ export async function startServiceProxyDouble(opts: {
   key: Buffer;
   kubeTarget: string;
   services?: Record<string, string>;
+  /** Idle keep-alive timeout of client connections (Node's default is 5 s; 0 = none, as a Go server without IdleTimeout). */
+  keepAliveTimeoutMs?: number;
 }): Promise<ServiceProxyDouble> {
   const received: ReceivedRequest[] = [];
   const server = https.createServer({ cert: opts.cert, key: opts.key, ALPNProtocols: ['http/1.1'], maxHeaderSize: GO_MAX_HEADER_BYTES }, (req, res) => {
@@ -77,6 +79,7 @@ export async function startServiceProxyDouble(opts: {
     });
     req.pipe(up);
   });
+  if (opts.keepAliveTimeoutMs !== undefined) server.keepAliveTimeout = opts.keepAliveTimeoutMs;
   const keepAlive = new http.Agent({ keepAlive: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
