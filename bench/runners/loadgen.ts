@@ -95,7 +95,8 @@ async function runClosedLoop(): Promise<LoadResult> {
   const warm = async (): Promise<void> => {
     while (performance.now() < warmEnd) {
       const res = await t.dispatcher.request({ origin: t.origin, path: t.path, method: 'GET', headers: t.headers });
-      await res.body.dump({ limit: Infinity });
+      // Read to the end: undici's body.dump() aborts the connection past its limit (a new tunnel each time).
+      for await (const chunk of res.body) void chunk;
     }
   };
   await Promise.all(Array.from({ length: job.connections! }, warm));
@@ -127,7 +128,7 @@ async function runSequential(): Promise<LoadResult> {
   if (job.prime !== undefined) {
     const p = job.tunnel !== undefined ? new URL(job.prime, job.origin) : new URL(job.prime);
     const res = await t.dispatcher.request({ origin: p.origin, path: `${p.pathname}${p.search}`, method: 'GET', headers: t.headers });
-    await res.body.dump();
+    for await (const chunk of res.body) void chunk;
     if (res.statusCode !== 200) throw new Error(`prime request: status ${res.statusCode}`);
   }
   const latencies: number[] = [];
