@@ -57,12 +57,13 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+// HTTP/1.1 like autocannon and the limit (undici 8 would negotiate HTTP/2 with the user-servers).
 function target(): { dispatcher: Dispatcher; origin: string; path: string; headers: Record<string, string> } {
   if (job.tunnel !== undefined) {
     return { dispatcher: directTunnelAgent(job.tunnel, job.connections ?? 1), origin: job.origin!, path: job.path!, headers: KUBE_TARGET_HEADERS };
   }
   const u = new URL(job.url!);
-  const dispatcher = new Agent({ connections: job.connections ?? 1, connect: { ca: readFileSync(job.caFile!) }, bodyTimeout: 0 });
+  const dispatcher = new Agent({ connections: job.connections ?? 1, connect: { ca: readFileSync(job.caFile!) }, bodyTimeout: 0, allowH2: false });
   return { dispatcher, origin: u.origin, path: `${u.pathname}${u.search}`, headers: {} };
 }
 

@@ -72,7 +72,7 @@ async function events(): Promise<void> {
     headers = KUBE_TARGET_HEADERS;
   } else {
     const u = new URL(job.url!);
-    dispatcher = new Agent({ connect: { ca: readFileSync(job.caFile!) }, bodyTimeout: 0 });
+    dispatcher = new Agent({ connect: { ca: readFileSync(job.caFile!) }, bodyTimeout: 0, allowH2: false });
     origin = u.origin;
     path = `${u.pathname}${u.search}`;
   }
