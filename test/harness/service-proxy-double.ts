@@ -33,6 +33,8 @@ export async function startServiceProxyDouble(opts: {
   cert: Buffer;
   key: Buffer;
   kubeTarget: string;
+  /** CA for https targets (a real kube-apiserver). */
+  targetCa?: Buffer;
   services?: Record<string, string>;
 }): Promise<ServiceProxyDouble> {
   const received: ReceivedRequest[] = [];
@@ -59,7 +61,8 @@ export async function startServiceProxyDouble(opts: {
     headers['x-forwarded-for'] = xff ? `${xff}, ${req.socket.remoteAddress}` : req.socket.remoteAddress!;
     // Host, port and the raw path are given apart: a URL object would normalise dot segments.
     const t = new URL(target);
-    const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers, agent: keepAlive }, (ures) => {
+    const secure = t.protocol === 'https:';
+    const up = (secure ? https : http).request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers, agent: secure ? keepAliveTls : keepAlive }, (ures) => {
       const out: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(ures.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
       if (ures.headers.connection === 'close') out.connection = 'close';
@@ -78,6 +81,7 @@ export async function startServiceProxyDouble(opts: {
     req.pipe(up);
   });
   const keepAlive = new http.Agent({ keepAlive: true });
+  const keepAliveTls = new https.Agent({ keepAlive: true, ca: opts.targetCa });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, resolve);
@@ -88,6 +92,7 @@ export async function startServiceProxyDouble(opts: {
     close: () =>
       new Promise((resolve) => {
         keepAlive.destroy();
+        keepAliveTls.destroy();
         server.closeAllConnections();
         server.close(() => resolve());
       }),
