@@ -23,7 +23,7 @@ echo "kube $version: building ${bins[*]} into $out (first time on a machine: ~10
 mkdir -p "$out"
 started=$SECONDS
 # Progress for a long silent compile: a line every 30 s until the build ends.
-( while sleep 30; do echo "kube $version: still building ($((SECONDS - started)) s)"; done ) &
+( while sleep 30 >/dev/null 2>&1; do echo "kube $version: still building ($((SECONDS - started)) s)"; done ) &
 ticker=$!
 trap 'kill $ticker 2>/dev/null || true' EXIT
 ldflags="-s -w"

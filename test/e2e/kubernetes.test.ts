@@ -23,8 +23,9 @@ beforeAll(async () => {
   kube = await startKube([A, B]);
   a = kube.clusters[A]!;
   b = kube.clusters[B]!;
-  chain = await startChain({ kube: { targets: { [A]: a.url, [B]: b.url }, ca: kube.ca } });
-  us = await chain.startUserServer();
+  // OCM deploys the ANP proxy-server with destHost only: a cluster without an agent has no fallback.
+  chain = await startChain({ strategies: 'destHost', kube: { targets: { [A]: a.url, [B]: b.url }, ca: kube.ca } });
+  us = await chain.startUserServer({ 'agent-retry-after': '1s' });
   kubeconfig = writeKubeconfig(path.join(kube.dir, 'kubeconfig'), chain.certs.file('ca.crt'), [
     { name: A, server: `${us.url}/${A}`, token: a.userToken },
     { name: B, server: `${us.url}/${B}`, token: b.userToken },
@@ -156,10 +157,20 @@ describe('kubectl', () => {
     expect(r.stderr).toContain(`Error from server (Forbidden): nodes is forbidden: User "e2e-user" cannot list resource "nodes" in API group "" at the cluster scope`);
   });
 
+  // client-go retries a 503 with Retry-After 10 times, so every request kubectl makes for a cluster without
+  // an agent takes 10 x agent-retry-after; `get pods` makes 5 discovery requests first (50 s at 1 s).
+  // `get --raw` makes one request, and kubectl prints the Status message of its last answer.
   test('an unknown cluster gets the proxy 503 Status, printed clearly', async () => {
-    const r = await kubectl(kubeconfig, ['--context', UNKNOWN, 'get', 'pods']);
+    const r = await kubectl(kubeconfig, ['--context', UNKNOWN, 'get', '--raw', `/api/v1/namespaces/${NAMESPACE}/pods`]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/Error from server \(ServiceUnavailable\): .*no agent is connected for cluster-[0-9a-z]+\.open-cluster-management\.proxy/);
+    expect(r.stderr).toMatch(
+      new RegExp(`^Error from server \\(ServiceUnavailable\\): cluster ${UNKNOWN}: no agent is connected for cluster-[0-9a-f]+\\.open-cluster-management\\.proxy \\(.*No agent available\\)$`, 'm'),
+    );
+
+    const raw = await h1(us.port, chain.certs.read('ca.crt'), `/${UNKNOWN}/api`, { headers: { authorization: `Bearer ${a.userToken}` } });
+    expect(raw.status).toBe(503);
+    expect(raw.headers['retry-after']).toBe('1');
+    expect(raw.json()).toMatchObject({ kind: 'Status', status: 'Failure', reason: 'ServiceUnavailable', code: 503, details: { name: UNKNOWN } });
   });
 });
 
