@@ -7,8 +7,8 @@ import path from 'node:path';
 import { ROOT } from './certs.ts';
 import { freePort, loopbackBlock, startProcess, type Managed } from './processes.ts';
 
-/** The Kubernetes release scripts/build-kube.sh builds; its binaries live in .cache/kube/<version>/. */
-export const KUBE_VERSION = 'v1.37.2';
+/** The Kubernetes release test/go/kube/go.mod pins; scripts/build-kube.sh builds it into .cache/kube/<version>/. */
+export const KUBE_VERSION = readFileSync(path.join(ROOT, 'test/go/kube/go.mod'), 'utf8').match(/^\tk8s\.io\/kubernetes (v[0-9.]+)/m)![1]!;
 export const KUBE_BIN = path.join(ROOT, '.cache/kube', KUBE_VERSION);
 export const kubeBin = (name: 'kube-apiserver' | 'etcd' | 'testkubelet' | 'kubectl' | 'clientgo'): string => path.join(KUBE_BIN, name);
 
