@@ -42,6 +42,21 @@ afterAll(async () => {
 
 const at = (c: KubeCluster, ...args: string[]) => ['--context', c.name, ...args];
 
+/**
+ * Runs `fn` and returns the Upgrade header of each `subresource` request the cluster's service-proxy
+ * received meanwhile: kubectl falls back from WebSocket to SPDY on its own, so only this tells which
+ * protocol crossed the proxy.
+ */
+async function upgradesDuring(c: KubeCluster, subresource: string, fn: () => Promise<void>): Promise<string[]> {
+  const received = (c.name === A ? chain.clusters.a : chain.clusters.b).serviceProxy.received;
+  const before = received.length;
+  await fn();
+  return received
+    .slice(before)
+    .filter((r) => new URL(r.url, 'https://x').pathname.endsWith(`/${subresource}`))
+    .map((r) => String(r.headers.upgrade).toLowerCase());
+}
+
 describe('kubectl', () => {
   test('version: discovery reaches each real apiserver', async () => {
     const r = await kubectl(kubeconfig, at(a, 'version', '-o', 'json'));
@@ -92,14 +107,17 @@ describe('kubectl', () => {
   });
 
   describe.each([
-    ['WebSocket', {}],
-    ['SPDY', { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' }],
-  ] as const)('exec over %s', (_name, env) => {
+    ['WebSocket', 'websocket', {}],
+    ['SPDY', 'spdy/3.1', { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' }],
+  ] as const)('exec over %s', (_name, upgrade, env) => {
     test('stdin reaches the command and its stdout comes back', async () => {
       const input = 'hello from stdin\nsecond line\n';
-      const r = await kubectl(kubeconfig, at(a, 'exec', '-i', a.pods[0]!, '-c', CONTAINER, '--', 'cat'), { input, env });
-      expect(r.code, r.stderr).toBe(0);
-      expect(r.stdout).toBe(input);
+      const upgrades = await upgradesDuring(a, 'exec', async () => {
+        const r = await kubectl(kubeconfig, at(a, 'exec', '-i', a.pods[0]!, '-c', CONTAINER, '--', 'cat'), { input, env });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout).toBe(input);
+      });
+      expect(upgrades).toEqual([upgrade]);
     });
 
     test('the command runs in the pod of the cluster named in the URL', async () => {
@@ -116,26 +134,32 @@ describe('kubectl', () => {
   });
 
   test('attach: stdin reaches the main process and its output comes back', async () => {
-    const r = await kubectl(kubeconfig, at(b, 'attach', '-i', b.pods[0]!, '-c', CONTAINER), { input: 'attached line\n' });
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain('attached line\n');
+    const upgrades = await upgradesDuring(b, 'attach', async () => {
+      const r = await kubectl(kubeconfig, at(b, 'attach', '-i', b.pods[0]!, '-c', CONTAINER), { input: 'attached line\n' });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain('attached line\n');
+    });
+    expect(upgrades).toEqual(['websocket']);
   });
 
   describe.each([
-    ['WebSocket', {}],
-    ['SPDY', { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' }],
-  ] as const)('port-forward over %s', (_name, env) => {
+    ['WebSocket', 'websocket', {}],
+    ['SPDY', 'spdy/3.1', { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' }],
+  ] as const)('port-forward over %s', (_name, upgrade, env) => {
     test('carries an HTTP request to the pod port', async () => {
       const pod = a.pods[0]!;
-      const pf = startKubectl(kubeconfig, at(a, 'port-forward', `pod/${pod}`, ':8080'), env);
-      try {
-        const m = await pf.waitFor(/Forwarding from 127\.0\.0\.1:(\d+) -> 8080/);
-        const res = await fetch(`http://127.0.0.1:${m[1]}/through/the/tunnel`, { signal: AbortSignal.timeout(20_000) });
-        expect(res.status).toBe(200);
-        expect(await res.text()).toBe(`cluster=${A} pod=${NAMESPACE}/${pod}:8080 path=/through/the/tunnel\n`);
-      } finally {
-        await pf.kill();
-      }
+      const upgrades = await upgradesDuring(a, 'portforward', async () => {
+        const pf = startKubectl(kubeconfig, at(a, 'port-forward', `pod/${pod}`, ':8080'), env);
+        try {
+          const m = await pf.waitFor(/Forwarding from 127\.0\.0\.1:(\d+) -> 8080/);
+          const res = await fetch(`http://127.0.0.1:${m[1]}/through/the/tunnel`, { signal: AbortSignal.timeout(20_000) });
+          expect(res.status).toBe(200);
+          expect(await res.text()).toBe(`cluster=${A} pod=${NAMESPACE}/${pod}:8080 path=/through/the/tunnel\n`);
+        } finally {
+          await pf.kill();
+        }
+      });
+      expect(upgrades).toEqual([upgrade]);
     });
   });
 
