@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startChain, type Chain, type RunningUserServer } from '../harness/chain.ts';
@@ -40,6 +41,7 @@ afterAll(async () => {
   await kube?.close();
 });
 
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 const at = (c: KubeCluster, ...args: string[]) => ['--context', c.name, ...args];
 
 /**
@@ -107,7 +109,7 @@ describe('kubectl', () => {
   });
 
   describe.each([
-    ['WebSocket', 'websocket', {}],
+    ['WebSocket', 'websocket', { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'true' }],
     ['SPDY', 'spdy/3.1', { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' }],
   ] as const)('exec over %s', (_name, upgrade, env) => {
     test('stdin reaches the command and its stdout comes back', async () => {
@@ -118,6 +120,14 @@ describe('kubectl', () => {
         expect(r.stdout).toBe(input);
       });
       expect(upgrades).toEqual([upgrade]);
+    });
+
+    test('4 MiB through cat come back intact', async () => {
+      const input = randomBytes(3 * 1024 * 1024).toString('base64');
+      const r = await kubectl(kubeconfig, at(b, 'exec', '-i', b.pods[0]!, '--', 'cat'), { input, env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.length).toBe(input.length);
+      expect(sha256(r.stdout)).toBe(sha256(input));
     });
 
     test('the command runs in the pod of the cluster named in the URL', async () => {
@@ -135,7 +145,8 @@ describe('kubectl', () => {
 
   test('attach: stdin reaches the main process and its output comes back', async () => {
     const upgrades = await upgradesDuring(b, 'attach', async () => {
-      const r = await kubectl(kubeconfig, at(b, 'attach', '-i', b.pods[0]!, '-c', CONTAINER), { input: 'attached line\n' });
+      const env = { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'true' };
+      const r = await kubectl(kubeconfig, at(b, 'attach', '-i', b.pods[0]!, '-c', CONTAINER), { input: 'attached line\n', env });
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toContain('attached line\n');
     });
@@ -143,7 +154,7 @@ describe('kubectl', () => {
   });
 
   describe.each([
-    ['WebSocket', 'websocket', {}],
+    ['WebSocket', 'websocket', { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'true' }],
     ['SPDY', 'spdy/3.1', { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' }],
   ] as const)('port-forward over %s', (_name, upgrade, env) => {
     test('carries an HTTP request to the pod port', async () => {
