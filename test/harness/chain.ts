@@ -52,7 +52,8 @@ export interface RunningUserServer {
 /**
  * A full local chain as in production, on loopback: a real ANP proxy-server (http-connect, mTLS TCP or
  * UDS), two real agents each with a hosts file mapping its cluster's hashed host to a service-proxy
- * double on <ip>:7443, and behind each double a target that says which cluster it is.
+ * double on <ip>:7443, and behind each double a target that says which cluster it is (or, with `kube`, that
+ * cluster's real kube-apiserver from test/harness/kube.ts).
  */
 export async function startChain(opts: { uds?: boolean; strategies?: string; kube?: KubeTargets } = {}): Promise<Chain> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-chain-'));
