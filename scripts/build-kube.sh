@@ -19,7 +19,7 @@ if [[ $cached == 1 && "$(cat "$out/.stamp" 2>/dev/null)" == "$stamp" ]]; then
   exit 0
 fi
 command -v go >/dev/null || { echo "go is required to build kube $version" >&2; exit 1; }
-echo "kube $version: building ${bins[*]} into $out (first time on a machine: ~10 min on 2 cores)..."
+echo "kube $version: building ${bins[*]} into $out (first time on a machine: 5 min on 2 idle cores, up to 15 when busy)..."
 mkdir -p "$out"
 started=$SECONDS
 # Progress for a long silent compile: a line every 30 s until the build ends.
