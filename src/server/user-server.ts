@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Http2SecureServer } from 'node:http2';
 import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance } from 'fastify';
@@ -8,7 +9,9 @@ import type { Config } from '../config/config.ts';
 import { proxyServerContext, serviceProxyContext, servingMaterial } from '../config/tls-files.ts';
 import { ProxyError } from '../errors/proxy-error.ts';
 import { Metrics } from '../observability/metrics.ts';
+import type { TunnelOptions } from '../tunnel/anp-tunnel.ts';
 import { compileTargetTemplate } from '../tunnel/target-host.ts';
+import { createUpgradeHandler, type UpgradeHandler } from '../upgrade/upgrade-handler.ts';
 import { asClientResponse } from '../upstream/forward.ts';
 import { TunnelPools } from '../upstream/tunnel-pool.ts';
 import { createProxyHandler, sendStatus } from './proxy-handler.ts';
@@ -17,6 +20,7 @@ export interface UserServer {
   app: FastifyInstance<Http2SecureServer>;
   metrics: Metrics;
   pools: TunnelPools;
+  upgrades: UpgradeHandler;
   listen(): Promise<AddressInfo>;
   close(): Promise<void>;
 }
@@ -29,34 +33,34 @@ export interface UserServer {
 export function createUserServer(config: Config, logger: Logger, metrics = new Metrics()): UserServer {
   const proxyTls = proxyServerContext(config);
   const serviceProxyTls = serviceProxyContext(config);
-  const pools = new TunnelPools(
-    {
-      proxy: config.proxy.transport === 'tcp'
-        ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
-        : { transport: 'uds', path: config.proxy.path },
-      proxyTls: () => proxyTls,
-      serviceProxyTls: () => serviceProxyTls,
-      connectTimeoutMs: config.timeouts.connectMs,
-      tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
-      agentRetryAfterSeconds: config.agentRetryAfterSeconds,
-      onDial: (r) => metrics.dialed(r),
-      onTunnelOpen: () => metrics.tunnelOpened(),
-      onTunnelClose: () => metrics.tunnelClosed(),
-    },
-    {
-      maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
-      maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
-      idleTimeoutMs: config.timeouts.idleTunnelMs,
-      maxClusters: config.limits.maxClusters,
-      headersTimeoutMs: config.timeouts.responseHeadersMs,
-    },
-  );
+  const tunnel: TunnelOptions = {
+    proxy: config.proxy.transport === 'tcp'
+      ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
+      : { transport: 'uds', path: config.proxy.path },
+    proxyTls: () => proxyTls,
+    serviceProxyTls: () => serviceProxyTls,
+    connectTimeoutMs: config.timeouts.connectMs,
+    tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
+    agentRetryAfterSeconds: config.agentRetryAfterSeconds,
+    onDial: (r) => metrics.dialed(r),
+    onTunnelOpen: () => metrics.tunnelOpened(),
+    onTunnelClose: () => metrics.tunnelClosed(),
+  };
+  const pools = new TunnelPools(tunnel, {
+    maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
+    maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
+    idleTimeoutMs: config.timeouts.idleTunnelMs,
+    maxClusters: config.limits.maxClusters,
+    headersTimeoutMs: config.timeouts.responseHeadersMs,
+  });
+  const targetFor = compileTargetTemplate(config.targetTemplate);
 
   const serving = servingMaterial(config);
   // Node reports each further parse failure of a broken connection again; answer it once.
   const answered = new WeakSet<Socket>();
   const idPrefix = randomBytes(4).toString('hex');
   let nextId = 0;
+  const newRequestId = (): string => `${idPrefix}-${(nextId++).toString(36)}`;
   const options = {
     http2: true,
     https: {
@@ -71,7 +75,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     loggerInstance: logger,
     // The proxy handler writes one access line per request itself, with the fields operators need.
     logController: new LogController({ disableRequestLogging: true }),
-    genReqId: () => `${idPrefix}-${(nextId++).toString(36)}`,
+    genReqId: newRequestId,
     // Long watches and `logs -f` must not be cut by the front; slow-header clients are bounded by Node's
     // headersTimeout (60 s) instead.
     connectionTimeout: 0,
@@ -116,7 +120,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
 
   const handle = createProxyHandler({
     pools,
-    targetFor: compileTargetTemplate(config.targetTemplate),
+    targetFor,
     metrics,
     logger,
     accessLog: config.log.access,
@@ -132,16 +136,32 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     },
   });
 
+  // HTTP/1.1 upgrades never reach Fastify: Node hands over the socket itself (also on the HTTP/2 server,
+  // for clients that negotiated http/1.1).
+  const upgrades = createUpgradeHandler({
+    tunnel,
+    targetFor,
+    metrics,
+    logger,
+    accessLog: config.log.access,
+    maxUpgradesPerCluster: config.limits.maxUpgradesPerCluster,
+    responseHeadersTimeoutMs: config.timeouts.responseHeadersMs,
+    clientStallTimeoutMs: config.timeouts.clientStallMs,
+    idleTimeoutMs: config.timeouts.upgradeIdleMs,
+  });
+  app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => upgrades.handle(req, socket, head, newRequestId()));
+
   return {
     app,
     metrics,
     pools,
+    upgrades,
     async listen() {
       await app.listen({ host: config.server.address, port: config.server.port });
       return app.server.address() as AddressInfo;
     },
     async close() {
-      await app.close();
+      await Promise.all([app.close(), upgrades.closeAll()]);
       await pools.close();
     },
   };
