@@ -261,16 +261,31 @@ async function watchEvents(rate: number, seconds: number): Promise<ScenarioResul
   return withRatios(result);
 }
 
-function execSkipped(): ScenarioResult {
-  const reason = 'skipped: no upgrade support';
-  return {
-    id: 'exec-ws',
-    title: 'exec over WebSocket: round-trip latency',
-    primary: 'p50',
-    higherIsBetter: false,
-    systems: Object.fromEntries(systems.map((s) => [s, { status: 'skipped', reason, runs: [], median: {} }])),
-    note: reason,
-  };
+/** kubectl exec over WebSocket: round trips of small stdin messages echoed by the target. */
+async function execRoundTrips(count: number): Promise<ScenarioResult> {
+  log(`exec-ws: ${count} WebSocket round trips`);
+  const result: ScenarioResult = { id: 'exec-ws', title: 'exec over WebSocket: round trip of a 64-byte stdin message', primary: 'p50', higherIsBetter: false, systems: {} };
+  const all = new Map<SystemId, Record<string, number>[]>(systems.map((s) => [s, []]));
+  const execPath = '/api/v1/namespaces/default/pods/bench/exec?command=sh&stdin=true&stdout=true&tty=true';
+  for (let r = 0; r < RUNS; r++) {
+    for (const s of systems) {
+      if (result.systems[s]?.status === 'failed') continue;
+      try {
+        const e: Record<string, unknown> =
+          s === 'limit'
+            ? { tunnel: topo.tunnel, origin: `https://${hashedHost(HOT_CLUSTER)}:7443`, path: execPath }
+            : { url: `${topo.servers.get(s)!.base}/${HOT_CLUSTER}${execPath}`, caFile: topo.certs.file('ca.crt') };
+        const res = await runJob<{ count: number; p50: number; p99: number; max: number }>('watch-client', { kind: 'exec', ...e, count }, 120_000);
+        all.get(s)!.push({ p50: round(res.p50, 3), p99: round(res.p99, 3), max: round(res.max, 2) });
+      } catch (err) {
+        log(`  ${s} failed: ${(err as Error).message}`);
+        result.systems[s] = failed(err);
+      }
+    }
+  }
+  for (const s of systems) if (result.systems[s]?.status !== 'failed') result.systems[s] = finish(all.get(s)!);
+  for (const s of systems) log(`  ${s}: ${JSON.stringify(result.systems[s]?.median)}`);
+  return withRatios(result);
 }
 
 function withRatios(result: ScenarioResult): ScenarioResult {
@@ -329,7 +344,7 @@ async function main(): Promise<number> {
         if (want('watch-idle-1000')) scenarios.push(await idleWatches(1000));
         if (want('watch-idle-10000')) scenarios.push(await idleWatches(10_000));
       }
-      if (want('exec-ws')) scenarios.push(execSkipped());
+      if (want('exec-ws')) scenarios.push(await execRoundTrips(mode === 'full' ? 1000 : 300));
     }
   } finally {
     await topo.close();

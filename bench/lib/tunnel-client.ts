@@ -16,10 +16,10 @@ export interface DirectTunnelSpec {
  * An undici Agent whose connections are the project's own CONNECT tunnels (mTLS to ANP, CONNECT, TLS to
  * the service-proxy inside): the client pools its tunnels itself, with no user-server in between.
  */
-export function directTunnelAgent(spec: DirectTunnelSpec, connections: number): Agent {
+function tunnelOptions(spec: DirectTunnelSpec): TunnelOptions {
   const proxyTls = tls.createSecureContext({ ca: readFileSync(spec.caFile), cert: readFileSync(spec.certFile), key: readFileSync(spec.keyFile) });
   const serviceProxyTls = tls.createSecureContext({ ca: readFileSync(spec.caFile) });
-  const options: TunnelOptions = {
+  return {
     proxy: { transport: 'tcp', host: spec.proxyHost, port: spec.proxyPort, servername: spec.proxyHost },
     proxyTls: () => proxyTls,
     serviceProxyTls: () => serviceProxyTls,
@@ -27,6 +27,15 @@ export function directTunnelAgent(spec: DirectTunnelSpec, connections: number): 
     tlsHandshakeTimeoutMs: 10_000,
     agentRetryAfterSeconds: 5,
   };
+}
+
+/** One tunnel, for a WebSocket upgrade sent straight inside it. */
+export function openTunnelSocket(spec: DirectTunnelSpec, host: string, port: number): Promise<tls.TLSSocket> {
+  return openTunnel(tunnelOptions(spec), { host, port });
+}
+
+export function directTunnelAgent(spec: DirectTunnelSpec, connections: number): Agent {
+  const options = tunnelOptions(spec);
   return new Agent({
     connections,
     pipelining: 1,

@@ -3,9 +3,12 @@
 //   ?bytes=N                      N bytes of the pattern, with Content-Length
 //   ?watch=true                   a chunked stream whose headers are sent at once, then silence
 //   ?watch=true&events=R          R events per second, one JSON line each, stamped with the write time
+//   WebSocket upgrade (exec)      v5/v4.channel.k8s.io; every message is echoed back
 // Prints {"url": ...} on stdout when listening.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
 import { PATTERN, wallMs } from '../lib/payload.ts';
 
 const host = process.argv[2] ?? '127.0.0.1';
@@ -71,6 +74,13 @@ const server = http.createServer((req, res) => {
   res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(bytes) });
   if (bytes <= 1 << 20) res.end(body(bytes));
   else stream(res, bytes);
+});
+const wss = new WebSocketServer({ noServer: true, handleProtocols: (offered) => ['v5.channel.k8s.io', 'v4.channel.k8s.io'].find((p) => offered.has(p)) ?? false });
+server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+  socket.on('error', () => socket.destroy());
+  wss.handleUpgrade(req, socket, head, (ws) => {
+    ws.on('message', (data, isBinary) => ws.send(data as Buffer, { binary: isBinary }));
+  });
 });
 server.keepAliveTimeout = 120_000;
 server.headersTimeout = 0;

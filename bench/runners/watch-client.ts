@@ -5,14 +5,19 @@
 //   {kind:"events", url | tunnel+origin+path, caFile, seconds}
 //       one watch over HTTP/1.1 whose target writes stamped events; prints the delays from the target's
 //       write to this process's read (p50, p99, max, ms) and how many events arrived.
+//   {kind:"exec", url | tunnel+origin+path, caFile, count}
+//       kubectl exec's transport: a WebSocket (v5.channel.k8s.io) whose target echoes; `count` stdin
+//       messages one after the other, each timed until its echo arrives (p50, p99 ms).
 import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import { Agent, type Dispatcher } from 'undici';
+import WebSocket from 'ws';
+import { openTunnelSocket } from '../lib/tunnel-client.ts';
 import { wallMs } from '../lib/payload.ts';
 import { directTunnelAgent, KUBE_TARGET_HEADERS, type DirectTunnelSpec } from '../lib/tunnel-client.ts';
 
 interface Job {
-  kind: 'idle' | 'events';
+  kind: 'idle' | 'events' | 'exec';
   base?: string;
   caFile?: string;
   paths?: string[];
@@ -111,7 +116,44 @@ async function events(): Promise<void> {
   process.exit(0);
 }
 
-(job.kind === 'idle' ? idle() : events()).catch((err: unknown) => {
+async function exec(): Promise<void> {
+  const protocols = ['v5.channel.k8s.io', 'v4.channel.k8s.io'];
+  let ws: WebSocket;
+  if (job.tunnel !== undefined) {
+    // The limit: its own tunnel to the service-proxy, the upgrade sent straight inside it.
+    const socket = await openTunnelSocket(job.tunnel, new URL(job.origin!).hostname, 7443);
+    ws = new WebSocket(`wss://${new URL(job.origin!).host}${job.path!}`, protocols, {
+      headers: KUBE_TARGET_HEADERS,
+      createConnection: () => socket,
+    });
+  } else {
+    ws = new WebSocket(job.url!.replace(/^https:/, 'wss:'), protocols, { ca: readFileSync(job.caFile!) });
+  }
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`exec upgrade answered ${res.statusCode}`)));
+  });
+  // Channel 0 (stdin) and 63 bytes of keystrokes, as kubectl sends them.
+  const message = Buffer.concat([Buffer.from([0]), Buffer.alloc(63, 0x61)]);
+  const rtts: number[] = [];
+  for (let i = 0; i < job.count!; i++) {
+    const t0 = performance.now();
+    const echoed = new Promise<Buffer>((resolve) => ws.once('message', (data) => resolve(data as Buffer)));
+    ws.send(message, { binary: true });
+    const got = await echoed;
+    if (!got.equals(message)) throw new Error('exec: the echo differs from what was sent');
+    // The first round trips warm the JIT on every hop; they are not counted.
+    if (i >= 10) rtts.push(performance.now() - t0);
+  }
+  ws.close();
+  rtts.sort((a, b) => a - b);
+  const at = (p: number): number => rtts[Math.min(rtts.length - 1, Math.floor((p / 100) * rtts.length))] ?? 0;
+  process.stdout.write(`${JSON.stringify({ count: rtts.length, p50: at(50), p99: at(99), max: rtts[rtts.length - 1] ?? 0 })}\n`);
+  process.exit(0);
+}
+
+({ idle, events, exec })[job.kind]().catch((err: unknown) => {
   process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
   process.exit(1);
 });
