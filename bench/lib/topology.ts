@@ -83,6 +83,21 @@ export async function startTopology(opts: { go: boolean; watches: boolean }): Pr
     const agentHttp: Agent = await startAgent({ certs, dir, name: 'agent-http-connect', server: anpHttp, identifiers, hosts: hostsMap });
     stops.push(() => agentHttp.stop());
 
+    // BENCH_TS_PROXY=uds: this user-server reaches ANP over a Unix socket (plain HTTP, no outer TLS) through
+    // a proxy-server and agent of its own; the limit keeps the mTLS TCP frontend. Off by default, because
+    // the ratios then compare two deployments.
+    let tsProxyArgs = [
+      '--proxy-server-host=127.0.0.1', `--proxy-server-port=${anpHttp.frontendPort}`,
+      `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
+    ];
+    if (process.env.BENCH_TS_PROXY === 'uds') {
+      const anpUds = await startProxyServer({ certs, dir, name: 'anp-uds', strategies: 'destHost', uds: true });
+      stops.push(() => anpUds.stop());
+      const agentUds = await startAgent({ certs, dir, name: 'agent-uds', server: anpUds, identifiers, hosts: hostsMap });
+      stops.push(() => agentUds.stop());
+      tsProxyArgs = [`--proxy-server-uds=${anpUds.udsPath}`];
+    }
+
     const servers: Topology['servers'] = new Map();
     const healthPort = await freePort();
     const tsPort = await freePort();
@@ -94,8 +109,7 @@ export async function startTopology(opts: { go: boolean; watches: boolean }): Pr
       '--server-address=127.0.0.1', `--server-port=${tsPort}`,
       `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`,
       '--health-address=127.0.0.1', `--health-port=${healthPort}`,
-      '--proxy-server-host=127.0.0.1', `--proxy-server-port=${anpHttp.frontendPort}`,
-      `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
+      ...tsProxyArgs,
       `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
     ], dir));
     await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, ts);
