@@ -310,7 +310,9 @@ function targets(scenarios: ScenarioResult[]): TargetCheck[] {
   const c = 'get1k-c64';
   const div = (a?: number, b?: number): number | undefined => (a === undefined || b === undefined || b === 0 ? undefined : a / b);
   add('1 KiB @64: req/s, this / upstream Go', div(get(c, 'ts', 'rps'), get(c, 'go', 'rps')), '>= 20', (v) => v >= 20);
+  checks[checks.length - 1]!.limitValue = roundOrNull(div(get(c, 'limit', 'rps'), get(c, 'go', 'rps')));
   add('1 KiB @64: p99, this / upstream Go', div(get(c, 'ts', 'p99'), get(c, 'go', 'p99')), '<= 0.1', (v) => v <= 0.1);
+  checks[checks.length - 1]!.limitValue = roundOrNull(div(get(c, 'limit', 'p99'), get(c, 'go', 'p99')));
   add('1 KiB @64: req/s, this / limit', div(get(c, 'ts', 'rps'), get(c, 'limit', 'rps')), '>= 0.6', (v) => v >= 0.6);
   add('1 MiB: MB/s, this / limit', div(get('mib1', 'ts', 'mbps'), get('mib1', 'limit', 'mbps')), '>= 0.8', (v) => v >= 0.8);
   add('1 KiB @64: user-server CPU per request (us)', get(c, 'ts', 'serverCpuUsPerReq'), '<= 35', (v) => v <= 35);
@@ -319,6 +321,8 @@ function targets(scenarios: ScenarioResult[]): TargetCheck[] {
   add('1 KiB @64, warm pool: CONNECTs per 1,000 requests (beyond refilling the pool)', get(c, 'ts', 'ownConnectsPer1000'), '0', (v) => v === 0);
   return checks;
 }
+
+const roundOrNull = (v: number | undefined): number | null => (v === undefined ? null : round(v, 3));
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
