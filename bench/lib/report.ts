@@ -150,7 +150,7 @@ export function renderSvg(res: BenchResults): string {
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
-  out.push(`<text x="10" y="20" font-size="15" font-weight="bold">cluster-proxy user-server benchmark (${esc(res.mode)}), relative to the limit (= 1.0; latencies inverted, longer is better)</text>`);
+  out.push(`<text x="10" y="20" font-size="15" font-weight="bold">user-server benchmark (${esc(res.mode)}): relative to the limit = 1.0 (latencies inverted: longer is better)</text>`);
   out.push(`<text x="10" y="38" fill="#555">${esc(`${res.date.slice(0, 16).replace('T', ' ')} UTC, ${res.machine.cpus} cores, Node ${res.machine.node}, ANP ${res.settings.anp}, median of ${res.settings.runs} runs`)}</text>`);
   SYSTEMS.forEach((s, i) => {
     out.push(`<rect x="${10 + i * 170}" y="48" width="12" height="12" fill="${colors[s]}"/><text x="${26 + i * 170}" y="58">${esc(LABEL[s])}</text>`);
