@@ -1,24 +1,43 @@
-import { randomBytes } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { Http2SecureServer } from 'node:http2';
+import type { Http2SecureServer, ServerHttp2Session } from 'node:http2';
 import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
-import { proxyServerContext, serviceProxyContext, servingMaterial } from '../config/tls-files.ts';
+import { TlsReloader } from '../config/tls-reloader.ts';
 import { ProxyError } from '../errors/proxy-error.ts';
 import { Metrics } from '../observability/metrics.ts';
+import { requestIdGenerator, saneRequestId } from '../observability/request-id.ts';
 import { compileTargetTemplate } from '../tunnel/target-host.ts';
 import { asClientResponse } from '../upstream/forward.ts';
 import { TunnelPools } from '../upstream/tunnel-pool.ts';
+import { DrainState } from './drain.ts';
 import { createProxyHandler, sendStatus } from './proxy-handler.ts';
 
 export interface UserServer {
   app: FastifyInstance<Http2SecureServer>;
   metrics: Metrics;
   pools: TunnelPools;
+  tls: TlsReloader;
+  drain: DrainState;
+  /** Listening with its certificates loaded. */
+  ready(): boolean;
   listen(): Promise<AddressInfo>;
+  /**
+   * Graceful stop: readiness already failing, keep accepting for `delayMs`, then stop accepting, wait up
+   * to `graceMs` for short requests, end long streams cleanly and close everything.
+   */
+  shutdown(delayMs: number, graceMs: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/** GOAWAY: streams already open finish, the client sends new ones on a new connection. */
+function goAway(session: ServerHttp2Session): void {
+  if (!session.closed && !session.destroyed) session.close();
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**
@@ -26,16 +45,16 @@ export interface UserServer {
  * Fastify routes every method and path to one handler that takes the response over (hijack): the
  * handler streams, and Fastify must neither parse bodies nor send replies of its own.
  */
-export function createUserServer(config: Config, logger: Logger, metrics = new Metrics()): UserServer {
-  const proxyTls = proxyServerContext(config);
-  const serviceProxyTls = serviceProxyContext(config);
+export function createUserServer(config: Config, logger: Logger, metrics = new Metrics({ clusterLabelLimit: config.metrics.clusterLabelLimit })): UserServer {
+  const tlsFiles = new TlsReloader({ config, logger, metrics, intervalMs: config.tls.reloadIntervalMs });
+  const drain = new DrainState();
   const pools = new TunnelPools(
     {
       proxy: config.proxy.transport === 'tcp'
         ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
         : { transport: 'uds', path: config.proxy.path },
-      proxyTls: () => proxyTls,
-      serviceProxyTls: () => serviceProxyTls,
+      proxyTls: tlsFiles.proxyContext,
+      serviceProxyTls: tlsFiles.serviceProxyContext,
       connectTimeoutMs: config.timeouts.connectMs,
       tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
       agentRetryAfterSeconds: config.agentRetryAfterSeconds,
@@ -52,11 +71,10 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     },
   );
 
-  const serving = servingMaterial(config);
+  const serving = tlsFiles.servingMaterial;
   // Node reports each further parse failure of a broken connection again; answer it once.
   const answered = new WeakSet<Socket>();
-  const idPrefix = randomBytes(4).toString('hex');
-  let nextId = 0;
+  const nextId = requestIdGenerator();
   const options = {
     http2: true,
     https: {
@@ -71,7 +89,8 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     loggerInstance: logger,
     // The proxy handler writes one access line per request itself, with the fields operators need.
     logController: new LogController({ disableRequestLogging: true }),
-    genReqId: () => `${idPrefix}-${(nextId++).toString(36)}`,
+    // A sane X-Request-Id from the client is kept, so its logs and ours correlate; it is sent back either way.
+    genReqId: (req: IncomingMessage) => saneRequestId(req.headers['x-request-id']) ?? nextId(),
     // Long watches and `logs -f` must not be cut by the front; slow-header clients are bounded by Node's
     // headersTimeout (60 s) instead.
     connectionTimeout: 0,
@@ -118,6 +137,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     accessLog: config.log.access,
     maxRequestsPerCluster: config.limits.maxRequestsPerCluster,
     clientStallTimeoutMs: config.timeouts.clientStallMs,
+    drain,
   });
   app.route({
     method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
@@ -128,17 +148,60 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     },
   });
 
+  // Open connections, to close what is left once the drain is over.
+  const sockets = new Set<Socket>();
+  const sessions = new Set<ServerHttp2Session>();
+  app.server.on('secureConnection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  app.server.on('session', (session: ServerHttp2Session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+  });
+  const goAwayAll = (): void => {
+    for (const s of sessions) goAway(s);
+  };
+
+  let listening = false;
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    tlsFiles.stop();
+    drain.stopStreams();
+    for (const s of sockets) s.destroy();
+    await app.close();
+    await pools.close();
+  };
+
   return {
     app,
     metrics,
     pools,
+    tls: tlsFiles,
+    drain,
+    ready: () => listening && !drain.draining,
     async listen() {
       await app.listen({ host: config.server.address, port: config.server.port });
+      listening = true;
+      tlsFiles.start((m) => app.server.setSecureContext({ cert: m.cert, key: m.key, minVersion: config.server.minVersion }));
       return app.server.address() as AddressInfo;
     },
-    async close() {
-      await app.close();
-      await pools.close();
+    async shutdown(delayMs, graceMs) {
+      drain.draining = true;
+      goAwayAll();
+      logger.info({ delayMs, graceMs }, 'draining: readiness fails; still accepting until the delay is over');
+      await sleep(delayMs);
+      // Stop accepting; open connections stay until their requests are done.
+      app.server.close();
+      goAwayAll();
+      const done = await drain.whenShortRequestsDone(graceMs);
+      logger.info({ shortRequestsLeft: drain.shortRequestsInFlight, inTime: done }, 'ending long streams and closing connections');
+      drain.stopStreams();
+      await close();
+      logger.info('stopped');
     },
+    close,
   };
 }

@@ -57,6 +57,7 @@ test('starts from environment variables, reports ready, and exits 0 on SIGTERM',
       CLUSTER_PROXY_SERVER_KEY: certs.file('user-server.key'),
       CLUSTER_PROXY_SERVICE_PROXY_CA_CERT: certs.file('ca.crt'),
       CLUSTER_PROXY_PROXY_SERVER_UDS: path.join(dir, 'absent.sock'),
+      CLUSTER_PROXY_SHUTDOWN_DELAY: '100ms',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
