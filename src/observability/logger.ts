@@ -71,6 +71,21 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       base: { name: 'cluster-proxy-user-server' },
       redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
       serializers: { err: serializeError, error: serializeError, req: serializeRequest },
+      hooks: {
+        // Messages are free text: pino takes a bare error's message as the line's message, and dependencies
+        // (Fastify, undici) log messages built from URLs.
+        logMethod(args, method) {
+          if (args[0] instanceof Error) {
+            const [err, ...rest] = args as unknown[];
+            const msg = typeof rest[0] === 'string' ? rest.shift() : (err as Error).message;
+            return method.apply(this, [{ err }, scrubSecrets(msg as string), ...rest] as Parameters<typeof method>);
+          }
+          for (let i = 0; i < args.length; i++) {
+            if (typeof args[i] === 'string') (args as unknown[])[i] = scrubSecrets(args[i] as string);
+          }
+          return method.apply(this, args);
+        },
+      },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
