@@ -12,6 +12,8 @@ export interface ReceivedRequest {
 export interface ServiceProxyDouble {
   address: AddressInfo;
   received: ReceivedRequest[];
+  /** Serves a new certificate to new connections from now on, as a rotated service-proxy would. */
+  setCertificate(cert: Buffer, key: Buffer): void;
   close(): Promise<void>;
 }
 
@@ -85,6 +87,7 @@ export async function startServiceProxyDouble(opts: {
   return {
     address: server.address() as AddressInfo,
     received,
+    setCertificate: (cert, key) => server.setSecureContext({ cert, key }),
     close: () =>
       new Promise((resolve) => {
         keepAlive.destroy();
