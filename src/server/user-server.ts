@@ -31,6 +31,9 @@ export interface UserServer {
   close(): Promise<void>;
 }
 
+/** How long closing connections may take to flush their last bytes before they are destroyed. */
+const CLOSE_LINGER_MS = 2_000;
+
 /** GOAWAY: streams already open finish, the client sends new ones on a new connection. */
 function goAway(session: ServerHttp2Session): void {
   if (!session.closed && !session.destroyed) session.close();
@@ -165,12 +168,36 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
 
   let listening = false;
   let closed = false;
+  /**
+   * Ends what is still open: long streams end complete, HTTP/2 sessions get GOAWAY and close once their
+   * streams are done. HTTP/1.1 connections close themselves after their last response (every response
+   * begun while draining says Connection: close, and so do the watches ended here); closing them from
+   * outside right after a response ended can drop its last bytes. Connections idle when the listener
+   * closed were closed by Node then; whatever is still open after CLOSE_LINGER_MS is destroyed.
+   */
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
     tlsFiles.stop();
     drain.stopStreams();
-    for (const s of sockets) s.destroy();
+    goAwayAll();
+    // Wait first: Fastify's close() makes Node close every HTTP/1.1 connection whose response has ended,
+    // even when its last bytes are still queued.
+    await new Promise<void>((resolve) => {
+      const check = setInterval(() => {
+        if (sockets.size === 0) finish();
+      }, 20);
+      const force = setTimeout(() => {
+        for (const s of sockets) s.destroy();
+        finish();
+      }, CLOSE_LINGER_MS);
+      const finish = (): void => {
+        clearInterval(check);
+        clearTimeout(force);
+        resolve();
+      };
+      if (sockets.size === 0) finish();
+    });
     await app.close();
     await pools.close();
   };

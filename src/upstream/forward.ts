@@ -106,23 +106,29 @@ class RelayHandler implements Dispatcher.DispatchHandler {
 
   private readonly onShutdown = (): void => {
     if (this.done) return;
+    // finish() first: aborting the dispatch reports an error back synchronously, which must find the
+    // relay already done.
     if (!this.res.headersSent) {
       const err = shuttingDown();
       this.result.errorBeforeHeaders = err;
+      this.finish();
       this.controller?.abort(err);
     } else if (this.longRunning) {
       // A watch that ends complete (h1: the last chunk; h2: END_STREAM) makes client-go re-list and
       // re-watch against another replica without reporting an error.
       this.result.endedByShutdown = true;
+      this.finish();
       this.controller?.abort(new Error('the user-server is shutting down'));
+      // HTTP/1.1: Node closes the connection after this last chunk, never before it.
+      if ('shouldKeepAlive' in this.res) (this.res as { shouldKeepAlive: boolean }).shouldKeepAlive = false;
       this.res.end();
     } else {
       const err = new Error('the user-server shut down before the response was complete');
       this.result.errorAfterHeaders = err;
+      this.finish();
       this.controller?.abort(err);
       this.res.destroy(err);
     }
-    this.finish();
   };
 
   private readonly res: ClientResponse;
