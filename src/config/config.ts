@@ -11,8 +11,8 @@ export interface Config {
     | { transport: 'uds'; path: string };
   serviceProxyCaFile: string;
   targetTemplate: string;
-  timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number };
-  limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxRequestsPerCluster: number; maxClusters: number };
+  timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number; upgradeIdleMs: number };
+  limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxRequestsPerCluster: number; maxUpgradesPerCluster: number; maxClusters: number };
   agentRetryAfterSeconds: number;
   tls: { reloadIntervalMs: number };
   shutdown: { delayMs: number; graceMs: number };
@@ -107,11 +107,13 @@ export function buildConfig(raw: Raw): Config {
       responseHeadersMs: required('response-headers-timeout', parseDuration),
       clientStallMs: required('client-stall-timeout', parseDuration),
       idleTunnelMs: positive('idle-tunnel-timeout', required('idle-tunnel-timeout', parseDuration)),
+      upgradeIdleMs: required('upgrade-idle-timeout', parseDuration),
     },
     limits: {
       maxTunnelsPerCluster: required('max-tunnels-per-cluster', parseCount),
       maxStreamsPerCluster: required('max-streams-per-cluster', parseCount),
       maxRequestsPerCluster: required('max-requests-per-cluster', parseCount),
+      maxUpgradesPerCluster: required('max-upgrades-per-cluster', parseCount),
       maxClusters: required('max-clusters', parseCount),
     },
     agentRetryAfterSeconds: Math.max(1, Math.round(required('agent-retry-after', parseDuration) / 1000)),

@@ -75,3 +75,11 @@ export class ProxyError extends Error {
 export function isProxyError(err: unknown): err is ProxyError {
   return err instanceof ProxyError;
 }
+
+/** Prefixes the cluster so a client juggling several clusters sees which one failed. */
+export function withCluster(err: ProxyError, cluster: string): ProxyError {
+  if (err.statusCode < 500) return err;
+  const options: ProxyErrorOptions = { cause: err.cause };
+  if (err.retryAfterSeconds !== undefined) options.retryAfterSeconds = err.retryAfterSeconds;
+  return new ProxyError(err.code, `cluster ${cluster}: ${err.message}`, options);
+}

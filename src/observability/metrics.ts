@@ -35,6 +35,7 @@ export class Metrics {
   private readonly tlsSeconds: Histogram;
   private readonly firstByteSeconds: Histogram<'kind'>;
   private readonly tunnelsOpen: Gauge;
+  private readonly upgradedSessions: Gauge;
   private readonly tlsReloads: Counter<'source' | 'outcome'>;
   private readonly tlsNotAfter: Gauge<'source'>;
   private readonly clusterRequests: Counter<'cluster' | 'code'> | undefined;
@@ -50,6 +51,7 @@ export class Metrics {
     this.dialSeconds = new Histogram({ name: `${PREFIX}tunnel_connect_seconds`, help: 'Time to the CONNECT reply (includes the agent dial).', buckets: LATENCY_BUCKETS, registers });
     this.tlsSeconds = new Histogram({ name: `${PREFIX}tunnel_tls_seconds`, help: 'TLS handshake with the service-proxy inside the tunnel.', buckets: LATENCY_BUCKETS, registers });
     this.firstByteSeconds = new Histogram({ name: `${PREFIX}time_to_first_byte_seconds`, help: 'Time from dispatch to the upstream response headers.', labelNames: ['kind'], buckets: LATENCY_BUCKETS, registers });
+    this.upgradedSessions = new Gauge({ name: `${PREFIX}upgraded_sessions`, help: 'Upgraded sessions (exec, attach, port-forward) past their 101, still open.', registers });
     this.tunnelsOpen = new Gauge({ name: `${PREFIX}tunnels_open`, help: 'Tunnels currently open (pooled and upgraded).', registers });
     this.tlsReloads = new Counter({ name: `${PREFIX}tls_reloads_total`, help: 'Certificate reloads after their files changed, by material and outcome (a failure keeps the previous certificates).', labelNames: ['source', 'outcome'], registers });
     this.tlsNotAfter = new Gauge({ name: `${PREFIX}tls_certificate_not_after_seconds`, help: 'Expiry (Unix time) of the certificate in use, by material; the earliest one for CA bundles.', labelNames: ['source'], registers });
@@ -82,6 +84,14 @@ export class Metrics {
     this.dials.inc({ outcome: report.outcome });
     this.dialSeconds.observe(report.connectSeconds);
     if (report.tlsSeconds !== undefined) this.tlsSeconds.observe(report.tlsSeconds);
+  }
+
+  upgradeOpened(): void {
+    this.upgradedSessions.inc();
+  }
+
+  upgradeClosed(): void {
+    this.upgradedSessions.dec();
   }
 
   tlsReloaded(source: TlsSource, ok: boolean): void {

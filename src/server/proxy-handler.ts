@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { renderStatusResponse } from '../errors/kube-status.ts';
-import { ProxyError, isProxyError } from '../errors/proxy-error.ts';
+import { ProxyError, isProxyError, withCluster } from '../errors/proxy-error.ts';
 import type { Metrics, RequestKind } from '../observability/metrics.ts';
 import { kubeRequestInfo } from '../observability/request-info.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
@@ -55,7 +55,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
       const e = isProxyError(err) ? err : new ProxyError('BAD_PATH', String(err));
       sendStatus(res, e, undefined, requestId);
       deps.metrics.requestRejected(method, e.statusCode);
-      if (deps.accessLog) deps.logger.info({ reqId: requestId, method, status: e.statusCode, error: e.code, msg: e.message }, 'rejected');
+      if (deps.accessLog) deps.logger.info({ reqId: requestId, method, status: e.statusCode, error: e.code, detail: e.message }, 'rejected');
       return;
     }
 
@@ -121,18 +121,10 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
       if (result.clientGone) line.clientGone = true;
       if (result.endedByShutdown) line.endedByShutdown = true;
       const failed = result.errorBeforeHeaders !== undefined && result.errorBeforeHeaders.statusCode >= 500;
-      if (failed) deps.logger.warn({ ...line, msg: result.errorBeforeHeaders!.message }, 'request failed');
+      if (failed) deps.logger.warn({ ...line, detail: result.errorBeforeHeaders!.message }, 'request failed');
       else deps.logger.info(line, 'request');
     }
   };
-}
-
-/** Prefixes the cluster so a client juggling several clusters sees which one failed. */
-function withCluster(err: ProxyError, cluster: string): ProxyError {
-  if (err.statusCode < 500) return err;
-  const options: { cause?: unknown; retryAfterSeconds?: number } = { cause: err.cause };
-  if (err.retryAfterSeconds !== undefined) options.retryAfterSeconds = err.retryAfterSeconds;
-  return new ProxyError(err.code, `cluster ${cluster}: ${err.message}`, options);
 }
 
 /** The apiserver's view of a kube request (verb, resource, ...): the fields operators filter access logs by. */

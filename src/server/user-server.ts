@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Http2SecureServer, ServerHttp2Session } from 'node:http2';
 import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance } from 'fastify';
@@ -8,7 +9,9 @@ import { TlsReloader } from '../config/tls-reloader.ts';
 import { ProxyError } from '../errors/proxy-error.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { requestIdGenerator, saneRequestId } from '../observability/request-id.ts';
+import type { TunnelOptions } from '../tunnel/anp-tunnel.ts';
 import { compileTargetTemplate } from '../tunnel/target-host.ts';
+import { createUpgradeHandler, type UpgradeHandler } from '../upgrade/upgrade-handler.ts';
 import { asClientResponse } from '../upstream/forward.ts';
 import { TunnelPools } from '../upstream/tunnel-pool.ts';
 import { DrainState } from './drain.ts';
@@ -18,6 +21,7 @@ export interface UserServer {
   app: FastifyInstance<Http2SecureServer>;
   metrics: Metrics;
   pools: TunnelPools;
+  upgrades: UpgradeHandler;
   tls: TlsReloader;
   drain: DrainState;
   /** Listening with its certificates loaded. */
@@ -51,33 +55,34 @@ function sleep(ms: number): Promise<void> {
 export function createUserServer(config: Config, logger: Logger, metrics = new Metrics({ clusterLabelLimit: config.metrics.clusterLabelLimit })): UserServer {
   const tlsFiles = new TlsReloader({ config, logger, metrics, intervalMs: config.tls.reloadIntervalMs });
   const drain = new DrainState();
-  const pools = new TunnelPools(
-    {
-      proxy: config.proxy.transport === 'tcp'
-        ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
-        : { transport: 'uds', path: config.proxy.path },
-      proxyTls: tlsFiles.proxyContext,
-      serviceProxyTls: tlsFiles.serviceProxyContext,
-      connectTimeoutMs: config.timeouts.connectMs,
-      tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
-      agentRetryAfterSeconds: config.agentRetryAfterSeconds,
-      onDial: (r) => metrics.dialed(r),
-      onTunnelOpen: () => metrics.tunnelOpened(),
-      onTunnelClose: () => metrics.tunnelClosed(),
-    },
-    {
-      maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
-      maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
-      idleTimeoutMs: config.timeouts.idleTunnelMs,
-      maxClusters: config.limits.maxClusters,
-      headersTimeoutMs: config.timeouts.responseHeadersMs,
-    },
-  );
+  const tunnel: TunnelOptions = {
+    proxy: config.proxy.transport === 'tcp'
+      ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
+      : { transport: 'uds', path: config.proxy.path },
+    proxyTls: tlsFiles.proxyContext,
+    serviceProxyTls: tlsFiles.serviceProxyContext,
+    connectTimeoutMs: config.timeouts.connectMs,
+    tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
+    agentRetryAfterSeconds: config.agentRetryAfterSeconds,
+    onDial: (r) => metrics.dialed(r),
+    onTunnelOpen: () => metrics.tunnelOpened(),
+    onTunnelClose: () => metrics.tunnelClosed(),
+  };
+  const pools = new TunnelPools(tunnel, {
+    maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
+    maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
+    idleTimeoutMs: config.timeouts.idleTunnelMs,
+    maxClusters: config.limits.maxClusters,
+    headersTimeoutMs: config.timeouts.responseHeadersMs,
+  });
+  const targetFor = compileTargetTemplate(config.targetTemplate);
 
   const serving = tlsFiles.servingMaterial;
   // Node reports each further parse failure of a broken connection again; answer it once.
   const answered = new WeakSet<Socket>();
   const nextId = requestIdGenerator();
+  // A sane X-Request-Id from the client is kept, so its logs and ours correlate; it is sent back either way.
+  const requestIdFor = (req: IncomingMessage): string => saneRequestId(req.headers['x-request-id']) ?? nextId();
   const options = {
     http2: true,
     https: {
@@ -92,8 +97,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     loggerInstance: logger,
     // The proxy handler writes one access line per request itself, with the fields operators need.
     logController: new LogController({ disableRequestLogging: true }),
-    // A sane X-Request-Id from the client is kept, so its logs and ours correlate; it is sent back either way.
-    genReqId: (req: IncomingMessage) => saneRequestId(req.headers['x-request-id']) ?? nextId(),
+    genReqId: requestIdFor,
     // Long watches and `logs -f` must not be cut by the front; slow-header clients are bounded by Node's
     // headersTimeout (60 s) instead.
     connectionTimeout: 0,
@@ -134,7 +138,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
 
   const handle = createProxyHandler({
     pools,
-    targetFor: compileTargetTemplate(config.targetTemplate),
+    targetFor,
     metrics,
     logger,
     accessLog: config.log.access,
@@ -150,6 +154,21 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
       return handle(request.raw, asClientResponse(reply.raw), request.id);
     },
   });
+
+  // HTTP/1.1 upgrades never reach Fastify: Node hands over the socket itself (also on the HTTP/2 server,
+  // for clients that negotiated http/1.1).
+  const upgrades = createUpgradeHandler({
+    tunnel,
+    targetFor,
+    metrics,
+    logger,
+    accessLog: config.log.access,
+    maxUpgradesPerCluster: config.limits.maxUpgradesPerCluster,
+    responseHeadersTimeoutMs: config.timeouts.responseHeadersMs,
+    clientStallTimeoutMs: config.timeouts.clientStallMs,
+    idleTimeoutMs: config.timeouts.upgradeIdleMs,
+  });
+  app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => upgrades.handle(req, socket, head, requestIdFor(req)));
 
   // Open connections, to close what is left once the drain is over.
   const sockets = new Set<Socket>();
@@ -181,6 +200,8 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     tlsFiles.stop();
     drain.stopStreams();
     goAwayAll();
+    // Upgraded sessions end cleanly (those still waiting for their 101 get a 503).
+    const upgradesClosed = upgrades.closeAll();
     // Wait first: Fastify's close() makes Node close every HTTP/1.1 connection whose response has ended,
     // even when its last bytes are still queued.
     await new Promise<void>((resolve) => {
@@ -198,7 +219,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
       };
       if (sockets.size === 0) finish();
     });
-    await app.close();
+    await Promise.all([app.close(), upgradesClosed]);
     await pools.close();
   };
 
@@ -206,6 +227,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     app,
     metrics,
     pools,
+    upgrades,
     tls: tlsFiles,
     drain,
     ready: () => listening && !drain.draining,
@@ -224,7 +246,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
       app.server.close();
       goAwayAll();
       const done = await drain.whenShortRequestsDone(graceMs);
-      logger.info({ shortRequestsLeft: drain.shortRequestsInFlight, inTime: done }, 'ending long streams and closing connections');
+      logger.info({ shortRequestsLeft: drain.shortRequestsInFlight, upgradedSessions: upgrades.open, inTime: done }, 'ending long streams and upgraded sessions, closing connections');
       drain.stopStreams();
       await close();
       logger.info('stopped');

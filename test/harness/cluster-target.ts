@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
 
 export interface TargetRequest {
   method: string;
@@ -14,6 +16,8 @@ export interface ClusterTarget {
   requests: TargetRequest[];
   /** Streams whose client went away before the stream ended. */
   aborted(): number;
+  /** Upgraded connections (WebSocket or raw) the target holds open now. */
+  openUpgrades(): number;
   /** Closes every connection the target holds, as a crashing apiserver would. */
   close(): Promise<void>;
 }
@@ -27,6 +31,12 @@ export interface ClusterTarget {
  *   /close                       answers with Connection: close
  *   /status/<code>               a Kubernetes Status with that code
  *   anything else                JSON describing the request as received
+ * and, for upgrade requests (exec, attach, port-forward):
+ *   /upgrade/refuse              403 Status, chunked, on a connection kept open (as an apiserver refuses)
+ *   /upgrade/hang                never answers
+ *   Upgrade: websocket           a WebSocket echo that picks the first of v5/v4.channel.k8s.io offered;
+ *                                the text "close:<code>" closes with that code, "bytes:<n>" sends n bytes
+ *   any other Upgrade (SPDY/3.1) 101, then every byte echoed; "bye" in the stream makes the target end it
  */
 export async function startClusterTarget(cluster: string, host: string): Promise<ClusterTarget> {
   const requests: TargetRequest[] = [];
@@ -107,14 +117,58 @@ export async function startClusterTarget(cluster: string, host: string): Promise
       res.end(JSON.stringify({ cluster, method: req.method, url: req.url, headers: req.headers }));
     });
   });
+  const upgraded = new Set<Duplex>();
+  const wss = new WebSocketServer({
+    noServer: true,
+    handleProtocols: (offered) => ['v5.channel.k8s.io', 'v4.channel.k8s.io'].find((p) => offered.has(p)) ?? false,
+  });
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    requests.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders });
+    upgraded.add(socket);
+    socket.on('close', () => upgraded.delete(socket));
+    socket.on('error', () => socket.destroy());
+    const p = new URL(req.url!, 'http://x').pathname;
+    if (p === '/upgrade/hang') return;
+    if (p === '/upgrade/refuse') {
+      const body = JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `upgrade refused by ${cluster}`, reason: 'Forbidden', code: 403 });
+      socket.write(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      socket.write(`${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
+      return;
+    }
+    if (req.headers.upgrade?.toLowerCase() === 'websocket') {
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        ws.on('message', (data, isBinary) => {
+          const text = isBinary ? '' : data.toString();
+          if (text.startsWith('close:')) ws.close(Number(text.slice(6)), `closed by ${cluster}`);
+          else if (text.startsWith('bytes:')) ws.send(Buffer.alloc(Number(text.slice(6)), 0x5a));
+          else ws.send(data, { binary: isBinary });
+        });
+      });
+      return;
+    }
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${req.headers.upgrade}\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nX-Cluster: ${cluster}\r\n\r\n`);
+    const echo = (chunk: Buffer): void => {
+      if (!socket.write(chunk)) {
+        socket.pause();
+        socket.once('drain', () => socket.resume());
+      }
+      if (chunk.includes('bye')) socket.end();
+    };
+    if (head.length > 0) echo(head);
+    socket.on('data', echo);
+    socket.on('end', () => socket.end());
+  });
   await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const port = (server.address() as AddressInfo).port;
   return {
     url: `http://${host}:${port}`,
     requests,
     aborted: () => aborted,
+    openUpgrades: () => upgraded.size,
     close: () =>
       new Promise((resolve) => {
+        for (const s of upgraded) s.destroy();
+        wss.close();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 export interface ReceivedRequest {
   method: string;
@@ -27,7 +28,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
  * certificate for *.open-cluster-management.proxy, 400 "invalid request headers" unless all four
  * Cluster-Proxy-* headers are set, (https, default, kubernetes, 443) -> the kube target, any other
  * service -> `targets["<proto>://<svc>.<ns>.svc:<port>"]`, an unknown or unreachable target -> 502 with an
- * empty body. Host is kept and X-Forwarded-For appended, as the Go ReverseProxy does.
+ * empty body. Host is kept and X-Forwarded-For appended, as the Go ReverseProxy does. Upgrade requests
+ * are relayed to the target and then spliced byte for byte, as the ReverseProxy does after a 101.
  */
 export async function startServiceProxyDouble(opts: {
   host: string;
@@ -79,6 +81,39 @@ export async function startServiceProxyDouble(opts: {
     });
     req.pipe(up);
   });
+  const upgraded = new Set<Duplex>();
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    received.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders });
+    socket.on('error', () => socket.destroy());
+    const h = req.headers;
+    const proto = h['cluster-proxy-proto'];
+    const key = `${proto}://${h['cluster-proxy-service']}.${h['cluster-proxy-namespace']}.svc:${h['cluster-proxy-port']}`;
+    const target = proto === 'https' && key === 'https://kubernetes.default.svc:443' ? opts.kubeTarget : opts.services?.[key];
+    if (!proto || !h['cluster-proxy-namespace'] || !h['cluster-proxy-service'] || !h['cluster-proxy-port'] || target === undefined) {
+      socket.end('HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    const t = new URL(target);
+    const up = net.connect({ host: t.hostname, port: Number(t.port) });
+    upgraded.add(socket);
+    socket.on('close', () => {
+      upgraded.delete(socket);
+      up.destroy();
+    });
+    up.on('error', () => socket.destroy());
+    up.on('close', () => socket.destroy());
+    let headText = `${req.method} ${req.url} HTTP/1.1\r\n`;
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      if (req.rawHeaders[i]!.toLowerCase() === 'x-forwarded-for') continue;
+      headText += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+    }
+    const xff = h['x-forwarded-for'];
+    headText += `X-Forwarded-For: ${xff ? `${xff}, ` : ''}${req.socket.remoteAddress}\r\n\r\n`;
+    up.write(headText);
+    if (head.length > 0) up.write(head);
+    socket.pipe(up);
+    up.pipe(socket);
+  });
   const keepAlive = new http.Agent({ keepAlive: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -91,6 +126,7 @@ export async function startServiceProxyDouble(opts: {
     close: () =>
       new Promise((resolve) => {
         keepAlive.destroy();
+        for (const s of upgraded) s.destroy();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

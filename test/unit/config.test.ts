@@ -122,8 +122,8 @@ describe('buildConfig', () => {
       },
       serviceProxyCaFile: FILES.serviceProxyCa,
       targetTemplate: 'cluster-{hash}.open-cluster-management.proxy:7443',
-      timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000 },
-      limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxRequestsPerCluster: 4096, maxClusters: 2000 },
+      timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000, upgradeIdleMs: 4 * 3_600_000 },
+      limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxRequestsPerCluster: 4096, maxUpgradesPerCluster: 1000, maxClusters: 2000 },
       agentRetryAfterSeconds: 5,
       tls: { reloadIntervalMs: 60_000 },
       shutdown: { delayMs: 5_000, graceMs: 20_000 },
@@ -243,10 +243,11 @@ describe('buildConfig', () => {
     expect(configError([...UDS, `--${name}`, '0']).message).toBe(`${label(name)} must be greater than 0`);
   });
 
-  test('0 disables the response-headers and client-stall timeouts', () => {
-    const t = config([...UDS, '--response-headers-timeout', '0', '--client-stall-timeout', '0s']).timeouts;
+  test('0 disables the response-headers, client-stall and upgrade-idle timeouts', () => {
+    const t = config([...UDS, '--response-headers-timeout', '0', '--client-stall-timeout', '0s', '--upgrade-idle-timeout', '0']).timeouts;
     expect(t.responseHeadersMs).toBe(0);
     expect(t.clientStallMs).toBe(0);
+    expect(t.upgradeIdleMs).toBe(0);
   });
 
   test.each([
@@ -274,6 +275,7 @@ describe('buildConfig', () => {
     ['max-streams-per-cluster', '-5'],
     ['max-requests-per-cluster', '1.5'],
     ['max-clusters', 'many'],
+    ['max-upgrades-per-cluster', '0'],
     ['max-header-bytes', '9007199254740993'],
   ] as const)('--%s=%s is rejected as a bad count', (name, value) => {
     const err = configError([...UDS, `--${name}=${value}`]);
@@ -282,8 +284,8 @@ describe('buildConfig', () => {
   });
 
   test('counts reach the limits', () => {
-    const c = config([...UDS, '--max-tunnels-per-cluster', '1', '--max-streams-per-cluster', '2', '--max-requests-per-cluster', '3', '--max-clusters', '4', '--max-header-bytes', '16384']);
-    expect(c.limits).toEqual({ maxTunnelsPerCluster: 1, maxStreamsPerCluster: 2, maxRequestsPerCluster: 3, maxClusters: 4 });
+    const c = config([...UDS, '--max-tunnels-per-cluster', '1', '--max-streams-per-cluster', '2', '--max-requests-per-cluster', '3', '--max-clusters', '4', '--max-header-bytes', '16384', '--max-upgrades-per-cluster', '5']);
+    expect(c.limits).toEqual({ maxTunnelsPerCluster: 1, maxStreamsPerCluster: 2, maxRequestsPerCluster: 3, maxUpgradesPerCluster: 5, maxClusters: 4 });
     expect(c.server.maxHeaderBytes).toBe(16384);
   });
 

@@ -1,0 +1,291 @@
+import http, { type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { ProxyError, isProxyError, withCluster } from '../errors/proxy-error.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
+import { parseRequestTarget, type Route } from '../routing/request-target.ts';
+import { openTunnel, type TunnelOptions, type TunnelTarget } from '../tunnel/anp-tunnel.ts';
+import { refusalHead, statusResponse, switchingProtocolsHead } from './response-head.ts';
+import { splice, type Splice, type SpliceResult } from './splice.ts';
+
+export interface UpgradeHandlerDeps {
+  tunnel: TunnelOptions;
+  targetFor: (cluster: string) => TunnelTarget;
+  metrics: Metrics;
+  logger: Logger;
+  accessLog: boolean;
+  maxUpgradesPerCluster: number;
+  /** Wait for the upstream's answer to the upgrade request; 0 disables. */
+  responseHeadersTimeoutMs: number;
+  clientStallTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
+interface Session {
+  /** Set once the upstream switched protocols. */
+  splice?: Splice;
+  /** Stops the setup before the 101. */
+  abort: AbortController;
+  finished: Promise<void>;
+}
+
+export interface UpgradeHandler {
+  handle(req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string): void;
+  /** Sessions open or being set up. */
+  readonly open: number;
+  /** Ends every session cleanly and resolves once all are closed (drain). */
+  closeAll(): Promise<void>;
+}
+
+/** How long a side that was ended may take to flush before it is destroyed. */
+const LINGER_MS = 5_000;
+
+const SHUTDOWN = 'shutdown';
+const CLIENT_GONE = 'client gone';
+
+/**
+ * HTTP/1.1 upgrades (exec, attach, port-forward over WebSocket or SPDY/3.1). The request is routed
+ * like any other, then sent on a tunnel of its own: a pooled keep-alive tunnel cannot be handed over
+ * to a byte stream. After the upstream's 101 both sockets are spliced byte for byte; any other answer
+ * is relayed as a normal response and the connection closed.
+ */
+export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
+  const perCluster = new Map<string, number>();
+  const sessions = new Set<Session>();
+
+  const release = (cluster: string): void => {
+    const left = (perCluster.get(cluster) ?? 1) - 1;
+    if (left === 0) perCluster.delete(cluster);
+    else perCluster.set(cluster, left);
+  };
+
+  const handle = (req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string): void => {
+    const started = performance.now();
+    const method = req.method ?? 'GET';
+    // Until the 101, a client error or hang-up only needs the setup to stop.
+    socket.on('error', () => socket.destroy());
+
+    let route: Route;
+    try {
+      route = parseRequestTarget(req.url ?? '');
+    } catch (err) {
+      const e = isProxyError(err) ? err : new ProxyError('BAD_PATH', String(err));
+      socket.end(statusResponse(e));
+      deps.metrics.requestRejected(method, e.statusCode);
+      if (deps.accessLog) deps.logger.info({ reqId: requestId, method, kind: 'upgrade', status: e.statusCode, error: e.code, detail: e.message }, 'rejected');
+      return;
+    }
+    const cluster = route.cluster;
+    const count = perCluster.get(cluster) ?? 0;
+    if (count >= deps.maxUpgradesPerCluster) {
+      const e = new ProxyError('TOO_MANY_REQUESTS', `too many upgraded sessions (exec, attach, port-forward) open to cluster ${cluster} (limit ${deps.maxUpgradesPerCluster}); retry later`, { retryAfterSeconds: 5 });
+      socket.end(statusResponse(e, cluster));
+      deps.metrics.requestRejected(method, e.statusCode);
+      logLine({ status: e.statusCode, error: e.code, bytesUp: 0, bytesDown: 0 });
+      return;
+    }
+    perCluster.set(cluster, count + 1);
+    deps.metrics.requestStarted('upgrade');
+
+    const abort = new AbortController();
+    let resolveFinished!: () => void;
+    const session: Session = {
+      abort,
+      finished: new Promise<void>((resolve) => {
+        resolveFinished = resolve;
+      }),
+    };
+    sessions.add(session);
+    let status = 0;
+    let errorCode: string | undefined;
+    let errorMessage: string | undefined;
+    let finished = false;
+    const finish = (result: Pick<SpliceResult, 'bytesUp' | 'bytesDown'> & { end?: string }): void => {
+      if (finished) return;
+      finished = true;
+      sessions.delete(session);
+      release(cluster);
+      const seconds = (performance.now() - started) / 1000;
+      deps.metrics.requestFinished('upgrade', method, status, seconds);
+      logLine({ status, error: errorCode, bytesUp: result.bytesUp, bytesDown: result.bytesDown, end: result.end, seconds, message: errorMessage });
+      resolveFinished();
+    };
+
+    function logLine(fields: { status: number; error?: string | undefined; bytesUp: number; bytesDown: number; end?: string | undefined; seconds?: number; message?: string | undefined }): void {
+      const failed = fields.error !== undefined && fields.status >= 500;
+      if (!deps.accessLog && !failed) return;
+      const line: Record<string, unknown> = {
+        reqId: requestId,
+        cluster,
+        kind: 'upgrade',
+        protocol: req.headers.upgrade,
+        method,
+        path: route.upstreamPathname,
+        status: fields.status,
+        bytesUp: fields.bytesUp,
+        bytesDown: fields.bytesDown,
+        durationMs: Math.round((fields.seconds ?? (performance.now() - started) / 1000) * 1000),
+      };
+      if (fields.error !== undefined) line.error = fields.error;
+      if (fields.end !== undefined) line.end = fields.end;
+      if (failed) deps.logger.warn({ ...line, detail: fields.message }, 'upgrade failed');
+      else deps.logger.info(line, 'upgrade');
+    }
+
+    const failBefore = (err: ProxyError): void => {
+      status = err.statusCode;
+      errorCode = err.code;
+      errorMessage = err.message;
+      if (!socket.destroyed && socket.writable) socket.end(statusResponse(withCluster(err, cluster), cluster));
+      finish({ bytesUp: 0, bytesDown: 0 });
+    };
+
+    /** Setup stopped by the client hanging up, or by a drain that answers 503 to whoever still waits. */
+    const stopSetup = (): void => {
+      if (abort.signal.reason === SHUTDOWN && !socket.destroyed) {
+        failBefore(new ProxyError('SHUTTING_DOWN', 'the user-server is shutting down; retry on another replica', { retryAfterSeconds: 1 }));
+      } else {
+        finish({ bytesUp: 0, bytesDown: 0, end: 'client_closed' });
+      }
+    };
+    const clientGone = (): void => abort.abort(CLIENT_GONE);
+    socket.once('close', clientGone);
+
+    openTunnel(deps.tunnel, deps.targetFor(cluster), abort.signal).then(
+      (tunnel) => {
+        if (abort.signal.aborted) {
+          tunnel.destroy();
+          stopSetup();
+          return;
+        }
+        sendUpgradeRequest(tunnel);
+      },
+      (err: unknown) => {
+        if (abort.signal.aborted || socket.destroyed) {
+          stopSetup();
+          return;
+        }
+        failBefore(isProxyError(err) ? err : new ProxyError('UPSTREAM_FAILED', String(err)));
+      },
+    );
+
+    const sendUpgradeRequest = (tunnel: TLSSocket): void => {
+      const headers = buildUpstreamHeaders({
+        rawHeaders: req.rawHeaders,
+        clientAddress: req.socket.remoteAddress,
+        target: route.target,
+        upgrade: req.headers.upgrade ?? '',
+      });
+      const upReq = http.request({
+        method,
+        path: route.upstreamPath,
+        headers,
+        setHost: false,
+        // With no agent, Node takes the socket from createConnection: the tunnel, used once.
+        createConnection: () => tunnel,
+      });
+      let timer: NodeJS.Timeout | undefined;
+      if (deps.responseHeadersTimeoutMs > 0) {
+        timer = setTimeout(() => {
+          upReq.destroy();
+          failBefore(new ProxyError('UPSTREAM_HEADERS_TIMEOUT', `the managed cluster did not answer the upgrade request within ${deps.responseHeadersTimeoutMs} ms`));
+        }, deps.responseHeadersTimeoutMs);
+      }
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        upReq.destroy();
+        tunnel.destroy();
+        stopSetup();
+      };
+      abort.signal.addEventListener('abort', onAbort, { once: true });
+      const settled = (): boolean => {
+        clearTimeout(timer);
+        abort.signal.removeEventListener('abort', onAbort);
+        return socket.destroyed;
+      };
+
+      upReq.on('error', (err: Error) => {
+        if (settled()) return;
+        failBefore(new ProxyError('UPSTREAM_FAILED', `the tunnel failed before the managed cluster answered the upgrade: ${err.message}`, { cause: err }));
+      });
+
+      upReq.on('response', (res: IncomingMessage) => {
+        if (settled()) {
+          res.destroy();
+          return;
+        }
+        // Relayed as a normal response: kubectl shows this body when the upgrade is refused.
+        status = res.statusCode ?? 0;
+        socket.removeListener('close', clientGone);
+        let bytesDown = 0;
+        socket.write(refusalHead(status, res.statusMessage, res.rawHeaders));
+        res.on('data', (chunk: Buffer) => {
+          bytesDown += chunk.length;
+          if (!socket.write(chunk)) {
+            res.pause();
+            socket.once('drain', () => res.resume());
+          }
+        });
+        const done = (): void => {
+          tunnel.destroy();
+          finish({ bytesUp: 0, bytesDown, end: 'refused' });
+        };
+        res.once('end', () => {
+          socket.end();
+          // The client hangs up on Connection: close; one that does not is not waited for.
+          setTimeout(() => socket.destroy(), LINGER_MS).unref();
+          done();
+        });
+        res.once('error', () => {
+          socket.destroy();
+          done();
+        });
+        socket.once('close', () => res.destroy());
+      });
+
+      upReq.on('upgrade', (res: IncomingMessage, upstream: Duplex, upstreamHead: Buffer) => {
+        if (settled()) {
+          upstream.destroy();
+          return;
+        }
+        status = 101;
+        socket.removeListener('close', clientGone);
+        deps.metrics.upgradeOpened();
+        socket.write(switchingProtocolsHead(res.rawHeaders, res.statusMessage, res.headers.upgrade ?? req.headers.upgrade ?? ''));
+        if (upstreamHead.length > 0) socket.write(upstreamHead);
+        // Bytes the client sent before the 101 (it should not, but may) follow the upgrade request.
+        if (head.length > 0) upstream.write(head);
+        const s = splice(socket, upstream, {
+          clientStallTimeoutMs: deps.clientStallTimeoutMs,
+          idleTimeoutMs: deps.idleTimeoutMs,
+          lingerMs: LINGER_MS,
+        });
+        session.splice = s;
+        void s.done.then((result) => {
+          deps.metrics.upgradeClosed();
+          if (result.error !== undefined) errorMessage = result.error.message;
+          finish({ bytesUp: result.bytesUp + head.length, bytesDown: result.bytesDown + upstreamHead.length, end: result.end });
+        });
+      });
+
+      upReq.end();
+    };
+  };
+
+  return {
+    handle,
+    get open() {
+      return sessions.size;
+    },
+    async closeAll() {
+      const pending = [...sessions];
+      for (const s of pending) {
+        if (s.splice !== undefined) s.splice.close();
+        else s.abort.abort(SHUTDOWN);
+      }
+      await Promise.all(pending.map((s) => s.finished));
+    },
+  };
+}
