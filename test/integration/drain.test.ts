@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import http2 from 'node:http2';
 import https from 'node:https';
 import path from 'node:path';
+import tls from 'node:tls';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { ROOT } from '../harness/certs.ts';
 import { chainSettings, startChain, type Chain } from '../harness/chain.ts';
@@ -91,7 +92,34 @@ function h2Watch(port: number): Promise<{ ended: boolean; rstCode: number | unde
   });
 }
 
-test('SIGTERM under load: readiness fails first, no short request fails, watches end complete, exit 0', async () => {
+/**
+ * An exec session over SPDY (a raw byte echo behind the target), opened before SIGTERM: it must end with
+ * a clean close (FIN), after echoing bytes both before and during the drain.
+ */
+function upgradedSession(port: number): { echoed: (text: string) => Promise<void>; ended: Promise<{ clean: boolean; error?: string }> } {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost', ALPNProtocols: ['http/1.1'] }, () => {
+    socket.write(`POST /cluster-a/api/v1/namespaces/ns1/pods/p1/exec?command=sh&stdin=true HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n`);
+  });
+  let received = '';
+  socket.setEncoding('latin1').on('data', (c: string) => (received += c));
+  let error: string | undefined;
+  socket.on('error', (err) => (error = err.message));
+  const ended = new Promise<{ clean: boolean; error?: string }>((resolve) => {
+    let gotEnd = false;
+    socket.on('end', () => (gotEnd = true));
+    socket.on('close', () => resolve(error === undefined ? { clean: gotEnd } : { clean: false, error }));
+  });
+  const echoed = async (text: string): Promise<void> => {
+    const deadline = Date.now() + 10_000;
+    while (!received.includes('101 Switching Protocols') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    socket.write(text);
+    while (!received.includes(text) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (!received.includes(text)) throw new Error(`no echo of ${text}: ${received}`);
+  };
+  return { echoed, ended };
+}
+
+test('SIGTERM under load: readiness fails first, no short request fails, watches and an exec session end cleanly, exit 0', async () => {
   const cli = await startCli();
   const base = { host: '127.0.0.1', port: cli.port, ca, servername: 'localhost' };
   const readyz = async () => (await fetch(`http://127.0.0.1:${cli.healthPort}/readyz`)).status;
@@ -99,6 +127,8 @@ test('SIGTERM under load: readiness fails first, no short request fails, watches
 
   const w1 = h1Watch(cli.port);
   const w2 = h2Watch(cli.port);
+  const exec = upgradedSession(cli.port);
+  await exec.echoed('before-sigterm');
 
   // Short requests from three keep-alive clients, until the load balancer would have moved away.
   const agent = new https.Agent({ keepAlive: true, maxSockets: 3 });
@@ -144,6 +174,7 @@ test('SIGTERM under load: readiness fails first, no short request fails, watches
   for (let i = 0; status === 200 && i < 50; i++) status = await readyz().catch(() => 0);
   expect(status).toBe(503);
   const okAtReadyzFailure = ok;
+  await exec.echoed('while-draining');
   // Still served while the delay runs: the load balancer may not have noticed yet.
   while (ok < okAtReadyzFailure + 30 && Date.now() < sigtermAt + DELAY_MS / 2) await new Promise((r) => setTimeout(r, 20));
   // A slower short request sent just before the listener closes must still finish completely.
@@ -153,7 +184,7 @@ test('SIGTERM under load: readiness fails first, no short request fails, watches
   await Promise.all(workers);
   expect(await slow, failures.join('\n')).toBe('cluster-a line 0\ncluster-a line 1\ncluster-a line 2\ncluster-a line 3\ncluster-a line 4\n');
 
-  const [h1Result, h2Result] = await Promise.all([w1, w2]);
+  const [h1Result, h2Result, execResult] = await Promise.all([w1, w2, exec.ended]);
   const code = await cli.exit;
   agent.destroy();
 
@@ -166,6 +197,7 @@ test('SIGTERM under load: readiness fails first, no short request fails, watches
   expect(h2Result).toMatchObject({ ended: true, rstCode: http2.constants.NGHTTP2_NO_ERROR });
   expect(h2Result.error).toBeUndefined();
   expect(h2Result.events).toBeGreaterThan(0);
+  expect(execResult).toEqual({ clean: true });
   expect(code).toBe(0);
 
   const lines = cli.output().split('\n').filter(Boolean);
