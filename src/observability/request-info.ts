@@ -78,6 +78,18 @@ export function kubeRequestInfo(method: string, target: string): KubeRequestInfo
   return info;
 }
 
+/** Adds the apiserver's view of a request (verb, resource, ...) to a log line: what operators filter by. */
+export function addKubeRequestFields(line: Record<string, unknown>, method: string, target: string): void {
+  const info = kubeRequestInfo(method, target);
+  line.verb = info.verb;
+  if (!info.isResourceRequest) return;
+  if (info.apiGroup !== '') line.apiGroup = info.apiGroup;
+  if (info.resource !== '') line.resource = info.resource;
+  if (info.subresource !== '') line.subresource = info.subresource;
+  if (info.namespace !== '') line.namespace = info.namespace;
+  if (info.name !== '') line.name = info.name;
+}
+
 /** Go's strings.Split(strings.Trim(path, "/"), "/"), with "" for the root. */
 function splitPath(path: string): string[] {
   let start = 0;

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { renderStatusResponse } from '../errors/kube-status.ts';
 import { ProxyError, isProxyError, withCluster } from '../errors/proxy-error.ts';
 import type { Metrics, RequestKind } from '../observability/metrics.ts';
-import { kubeRequestInfo } from '../observability/request-info.ts';
+import { addKubeRequestFields } from '../observability/request-info.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
 import { isLongRunning } from '../routing/long-running.ts';
 import { parseRequestTarget, type Route } from '../routing/request-target.ts';
@@ -115,7 +115,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
         bytes: result.bytes,
         durationMs: Math.round(seconds * 1000),
       };
-      if (kind === 'kube') addRequestInfo(line, method, route.upstreamPath);
+      if (kind === 'kube') addKubeRequestFields(line, method, route.upstreamPath);
       if (result.errorBeforeHeaders !== undefined) line.error = result.errorBeforeHeaders.code;
       if (result.errorAfterHeaders !== undefined) line.abortedAfterHeaders = result.errorAfterHeaders.message;
       if (result.clientGone) line.clientGone = true;
@@ -125,18 +125,6 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
       else deps.logger.info(line, 'request');
     }
   };
-}
-
-/** The apiserver's view of a kube request (verb, resource, ...): the fields operators filter access logs by. */
-function addRequestInfo(line: Record<string, unknown>, method: string, upstreamPath: string): void {
-  const info = kubeRequestInfo(method, upstreamPath);
-  line.verb = info.verb;
-  if (!info.isResourceRequest) return;
-  if (info.apiGroup !== '') line.apiGroup = info.apiGroup;
-  if (info.resource !== '') line.resource = info.resource;
-  if (info.subresource !== '') line.subresource = info.subresource;
-  if (info.namespace !== '') line.namespace = info.namespace;
-  if (info.name !== '') line.name = info.name;
 }
 
 /** Writes a proxy-made error as a Kubernetes Status, or aborts the response when headers already went out. */

@@ -204,6 +204,7 @@ test('SIGTERM under load: readiness fails first, no short request fails, watches
   for (const l of lines) expect(() => JSON.parse(l), l).not.toThrow();
   const parsed = lines.map((l) => JSON.parse(l));
   expect(parsed.filter((l) => l.endedByShutdown === true && l.kind === 'kube-stream')).toHaveLength(2);
+  expect(parsed.find((l) => l.kind === 'upgrade')).toMatchObject({ verb: 'create', resource: 'pods', subresource: 'exec', namespace: 'ns1', name: 'p1', status: 101 });
   expect(cli.output()).not.toContain(TOKEN);
   console.log(`drain: ${ok} short requests ok, ${failures.length} failed; ${closeAfterSigterm} got Connection: close after SIGTERM`);
 });
