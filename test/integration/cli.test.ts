@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -37,6 +37,21 @@ test('an invalid value from the environment is named as the operator wrote it', 
   const r = run(['--proxy-server-uds=/tmp/x.sock'], { CLUSTER_PROXY_CONNECT_TIMEOUT: 'soon' });
   expect(r.status).toBe(2);
   expect(r.stderr).toContain('--connect-timeout (CLUSTER_PROXY_CONNECT_TIMEOUT) must be a duration');
+});
+
+test('certificates that do not load stop the process with a message naming the settings', () => {
+  const garbage = path.join(dir, 'garbage.key');
+  writeFileSync(garbage, '-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n');
+  const common = ['--proxy-server-uds=/tmp/x.sock', `--service-proxy-ca-cert=${certs.file('ca.crt')}`];
+  const bad = run([...common, `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${garbage}`]);
+  expect(bad.status).toBe(2);
+  expect(bad.stderr).toContain('--server-cert (CLUSTER_PROXY_SERVER_CERT), --server-key (CLUSTER_PROXY_SERVER_KEY): the private key cannot be parsed');
+  const mismatch = run([...common, `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('proxy-agent.key')}`]);
+  expect(mismatch.status).toBe(2);
+  expect(mismatch.stderr).toContain('the private key does not match the certificate');
+  const noCa = run(['--proxy-server-uds=/tmp/x.sock', `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`, `--service-proxy-ca-cert=${garbage}`]);
+  expect(noCa.status).toBe(2);
+  expect(noCa.stderr).toContain('--service-proxy-ca-cert (CLUSTER_PROXY_SERVICE_PROXY_CA_CERT): no PEM certificate found');
 });
 
 test('an unknown flag is refused', () => {

@@ -71,10 +71,12 @@ function h1Watch(port: number): Promise<{ complete: boolean; events: number; err
 }
 
 /** The same over HTTP/2: a clean end is END_STREAM, not RST_STREAM. */
-function h2Watch(port: number): Promise<{ ended: boolean; rstCode: number | undefined; events: number; error?: string }> {
+function h2Watch(port: number): Promise<{ ended: boolean; rstCode: number | undefined; events: number; goaway: boolean; error?: string }> {
   return new Promise((resolve) => {
     const session = http2.connect(`https://127.0.0.1:${port}`, { ca, servername: 'localhost' });
     session.on('error', () => {});
+    let goaway = false;
+    session.on('goaway', () => (goaway = true));
     const stream = session.request({ ':path': '/1-cluster-b/slow?watch=1&chunks=10000&interval=100', ...planted });
     let events = 0;
     let ended = false;
@@ -84,7 +86,7 @@ function h2Watch(port: number): Promise<{ ended: boolean; rstCode: number | unde
     stream.on('error', (err) => (error = err.message));
     stream.on('close', () => {
       session.close();
-      const r: { ended: boolean; rstCode: number | undefined; events: number; error?: string } = { ended, rstCode: stream.rstCode, events };
+      const r: { ended: boolean; rstCode: number | undefined; events: number; goaway: boolean; error?: string } = { ended, rstCode: stream.rstCode, events, goaway };
       if (error !== undefined) r.error = error;
       resolve(r);
     });
@@ -194,7 +196,8 @@ test('SIGTERM under load: readiness fails first, no short request fails, watches
   expect(h1Result).toMatchObject({ complete: true });
   expect(h1Result.error).toBeUndefined();
   expect(h1Result.events).toBeGreaterThan(0);
-  expect(h2Result).toMatchObject({ ended: true, rstCode: http2.constants.NGHTTP2_NO_ERROR });
+  // The session was told to go away (GOAWAY), and its open watch still ended with END_STREAM.
+  expect(h2Result).toMatchObject({ ended: true, rstCode: http2.constants.NGHTTP2_NO_ERROR, goaway: true });
   expect(h2Result.error).toBeUndefined();
   expect(h2Result.events).toBeGreaterThan(0);
   expect(execResult).toEqual({ clean: true });
