@@ -30,8 +30,12 @@ const SECRET_QUERY = /([?&;](?:access_token|id_token|refresh_token|token|passwor
 const SECRET_SCHEME = /\b(Bearer|Basic|Negotiate|Digest)\s+[A-Za-z0-9._~+/=,:-]+/g;
 const URL_USERINFO = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/@\s"']+@/gi;
 
+/** Cheap pre-check: log messages are mostly fixed words, and this runs for every line. */
+const MAYBE_SECRET = /[=@]|Bearer|Basic|Negotiate|Digest/;
+
 /** Removes credentials from text that may quote a URL or a header (error messages from dependencies). */
 export function scrubSecrets(text: string): string {
+  if (!MAYBE_SECRET.test(text)) return text;
   return text.replace(SECRET_QUERY, '$1[REDACTED]').replace(SECRET_SCHEME, '$1 [REDACTED]').replace(URL_USERINFO, '$1[REDACTED]@');
 }
 
