@@ -190,9 +190,10 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
   /**
    * Ends what is still open: long streams end complete, HTTP/2 sessions get GOAWAY and close once their
    * streams are done. HTTP/1.1 connections close themselves after their last response (every response
-   * begun while draining says Connection: close, and so do the watches ended here); closing them from
-   * outside right after a response ended can drop its last bytes. Connections idle when the listener
-   * closed were closed by Node then; whatever is still open after CLOSE_LINGER_MS is destroyed.
+   * begun while draining says Connection: close, and the connections of watches ended here are ended
+   * after their last chunk); closing them from outside right after a response ended can drop its last
+   * bytes. Connections idle when the listener closed were closed by Node then; a keep-alive connection
+   * whose response began before the drain and ended after that is destroyed after CLOSE_LINGER_MS.
    */
   const close = async (): Promise<void> => {
     if (closed) return;

@@ -15,7 +15,7 @@ export interface ClientResponse {
   end(body?: string): unknown;
   destroy(err?: Error): unknown;
   on(event: 'close' | 'drain', listener: () => void): unknown;
-  once(event: 'close' | 'drain', listener: () => void): unknown;
+  once(event: 'close' | 'drain' | 'finish', listener: () => void): unknown;
   removeListener(event: 'close' | 'drain', listener: () => void): unknown;
   /** HTTP/1.1 only: sends the header block before the first body chunk. */
   flushHeaders?(): void;
@@ -119,8 +119,10 @@ class RelayHandler implements Dispatcher.DispatchHandler {
       this.result.endedByShutdown = true;
       this.finish();
       this.controller?.abort(new Error('the user-server is shutting down'));
-      // HTTP/1.1: Node closes the connection after this last chunk, never before it.
-      if ('shouldKeepAlive' in this.res) (this.res as { shouldKeepAlive: boolean }).shouldKeepAlive = false;
+      // HTTP/1.1: the connection is then closed after the last chunk is out (gracefully, never before it);
+      // its client would otherwise keep it idle until the server's final clean-up destroys it.
+      const socket = 'shouldKeepAlive' in this.res ? (this.res as { socket?: { end(): void } | null }).socket : undefined;
+      if (socket) this.res.once('finish', () => socket.end());
       this.res.end();
     } else {
       const err = new Error('the user-server shut down before the response was complete');

@@ -56,16 +56,34 @@ async function startCli(): Promise<Started> {
   return { child, port: line.port, healthPort: line.healthPort, output: () => out, exit };
 }
 
-/** A watch that never ends by itself (10,000 events, 100 ms apart), over HTTP/1.1. */
-function h1Watch(port: number): Promise<{ complete: boolean; events: number; error?: string }> {
+/**
+ * A watch that never ends by itself (10,000 events, 100 ms apart), over a keep-alive HTTP/1.1 connection
+ * as client-go keeps them: the server must end the response and then close the connection.
+ */
+function h1Watch(port: number): Promise<{ complete: boolean; events: number; connectionClosed: boolean; error?: string }> {
   return new Promise((resolve) => {
-    const req = https.request({ host: '127.0.0.1', port, path: `/cluster-a/slow?watch=true&chunks=10000&interval=100&access_token=${TOKEN}`, headers: planted, ca, servername: 'localhost', agent: false }, (res) => {
+    const agent = new https.Agent({ keepAlive: true });
+    const req = https.request({ host: '127.0.0.1', port, path: `/cluster-a/slow?watch=true&chunks=10000&interval=100&access_token=${TOKEN}`, headers: planted, ca, servername: 'localhost', agent }, (res) => {
       let events = 0;
+      const socket = res.socket;
+      let socketClosed = false;
+      socket.once('close', () => (socketClosed = true));
       res.on('data', (c: Buffer) => (events += c.toString().split('\n').length - 1));
-      res.on('end', () => resolve({ complete: res.complete, events }));
-      res.on('error', (err) => resolve({ complete: false, events, error: err.message }));
+      res.on('end', () => {
+        const complete = res.complete;
+        // The server closes the connection right after the last chunk; waiting for that is bounded.
+        const deadline = Date.now() + 1_500;
+        const check = (): void => {
+          if (socketClosed || Date.now() > deadline) {
+            agent.destroy();
+            resolve({ complete, events, connectionClosed: socketClosed });
+          } else setTimeout(check, 20);
+        };
+        check();
+      });
+      res.on('error', (err) => resolve({ complete: false, events, connectionClosed: false, error: err.message }));
     });
-    req.on('error', (err) => resolve({ complete: false, events: 0, error: err.message }));
+    req.on('error', (err) => resolve({ complete: false, events: 0, connectionClosed: false, error: err.message }));
     req.end();
   });
 }
@@ -193,7 +211,7 @@ test('SIGTERM under load: readiness fails first, no short request fails, watches
   expect(failures).toEqual([]);
   expect(ok).toBeGreaterThan(okAtReadyzFailure);
   expect(closeAfterSigterm).toBeGreaterThan(0);
-  expect(h1Result).toMatchObject({ complete: true });
+  expect(h1Result).toMatchObject({ complete: true, connectionClosed: true });
   expect(h1Result.error).toBeUndefined();
   expect(h1Result.events).toBeGreaterThan(0);
   // The session was told to go away (GOAWAY), and its open watch still ended with END_STREAM.
