@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds, once per machine, the Go programs the tests run: the real ANP binaries and small helpers.
+# Builds, once per machine, the Go programs the tests run: the real ANP binaries, the Kubernetes
+# programs of the end-to-end tests and small helpers.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$root/scripts/build-anp.sh"
+bash "$root/scripts/build-kube.sh"
 bin="$root/.cache/tools/blackhole"
 if [[ ! -x "$bin" || "$root/test/go/blackhole/main.go" -nt "$bin" ]]; then
   (cd "$root/test/go/blackhole" && CGO_ENABLED=0 go build -o "$bin" .)

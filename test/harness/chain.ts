@@ -14,6 +14,12 @@ import { startServiceProxyDouble, type ServiceProxyDouble } from './service-prox
 
 export const hashedHost = (cluster: string): string => `cluster-${clusterHash(cluster)}.open-cluster-management.proxy`;
 
+/** Real kube-apiservers to put behind the service-proxy doubles instead of the cluster targets, by cluster name. */
+export interface KubeTargets {
+  targets: Record<string, string>;
+  ca: Buffer;
+}
+
 export interface Cluster {
   name: string;
   ip: string;
@@ -46,9 +52,10 @@ export interface RunningUserServer {
 /**
  * A full local chain as in production, on loopback: a real ANP proxy-server (http-connect, mTLS TCP or
  * UDS), two real agents each with a hosts file mapping its cluster's hashed host to a service-proxy
- * double on <ip>:7443, and behind each double a target that says which cluster it is.
+ * double on <ip>:7443, and behind each double a target that says which cluster it is (or, with `kube`, that
+ * cluster's real kube-apiserver from test/harness/kube.ts).
  */
-export async function startChain(opts: { uds?: boolean; strategies?: string } = {}): Promise<Chain> {
+export async function startChain(opts: { uds?: boolean; strategies?: string; kube?: KubeTargets } = {}): Promise<Chain> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-chain-'));
   const certs = makeCerts(path.join(dir, 'certs'));
   const block = loopbackBlock();
@@ -61,7 +68,8 @@ export async function startChain(opts: { uds?: boolean; strategies?: string } = 
         port: 7443,
         cert: certs.read('service-proxy.crt'),
         key: certs.read('service-proxy.key'),
-        kubeTarget: target.url,
+        kubeTarget: opts.kube?.targets[name] ?? target.url,
+        targetCa: opts.kube?.ca,
         services: { [`https://echo.tools.svc:8443`]: target.url, [`http://plain.tools.svc:8080`]: target.url },
       });
       cleanups.push(() => serviceProxy.close(), () => target.close());

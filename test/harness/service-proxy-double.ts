@@ -1,6 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 
 export interface ReceivedRequest {
@@ -37,6 +38,8 @@ export async function startServiceProxyDouble(opts: {
   cert: Buffer;
   key: Buffer;
   kubeTarget: string;
+  /** CA for https targets (a real kube-apiserver). */
+  targetCa?: Buffer;
   services?: Record<string, string>;
 }): Promise<ServiceProxyDouble> {
   const received: ReceivedRequest[] = [];
@@ -63,7 +66,8 @@ export async function startServiceProxyDouble(opts: {
     headers['x-forwarded-for'] = xff ? `${xff}, ${req.socket.remoteAddress}` : req.socket.remoteAddress!;
     // Host, port and the raw path are given apart: a URL object would normalise dot segments.
     const t = new URL(target);
-    const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers, agent: keepAlive }, (ures) => {
+    const secure = t.protocol === 'https:';
+    const up = (secure ? https : http).request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers, agent: secure ? keepAliveTls : keepAlive }, (ures) => {
       const out: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(ures.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
       if (ures.headers.connection === 'close') out.connection = 'close';
@@ -94,7 +98,7 @@ export async function startServiceProxyDouble(opts: {
       return;
     }
     const t = new URL(target);
-    const up = net.connect({ host: t.hostname, port: Number(t.port) });
+    const up = t.protocol === 'https:' ? tls.connect({ host: t.hostname, port: Number(t.port), ca: opts.targetCa }) : net.connect({ host: t.hostname, port: Number(t.port) });
     upgraded.add(socket);
     socket.on('close', () => {
       upgraded.delete(socket);
@@ -115,6 +119,7 @@ export async function startServiceProxyDouble(opts: {
     up.pipe(socket);
   });
   const keepAlive = new http.Agent({ keepAlive: true });
+  const keepAliveTls = new https.Agent({ keepAlive: true, ca: opts.targetCa });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, resolve);
@@ -126,6 +131,7 @@ export async function startServiceProxyDouble(opts: {
     close: () =>
       new Promise((resolve) => {
         keepAlive.destroy();
+        keepAliveTls.destroy();
         for (const s of upgraded) s.destroy();
         server.closeAllConnections();
         server.close(() => resolve());
