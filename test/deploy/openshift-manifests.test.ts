@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { buildConfig, parseDuration, readSettings } from '../../src/config/config.ts';
 import { SETTINGS, type SettingSpec } from '../../src/config/settings.ts';
 import { createHealthServer, listenHealth } from '../../src/health/health-server.ts';
-import { loadApiSchemas, type ApiSchemas } from '../harness/api-schemas.ts';
+import { loadApiSchemas, nameRuleErrors, type ApiSchemas } from '../harness/api-schemas.ts';
 import { ROOT } from '../harness/certs.ts';
 
 // Manifests are free-form YAML; the schemas check their shape.
@@ -34,6 +34,19 @@ describe('schemas (Kubernetes OpenAPI v3 and the OpenShift Route CRD, offline)',
   test('every manifest is valid for its apiVersion and kind, with no unknown field', () => {
     expect(docs.map((d) => d.obj.kind).sort()).toEqual(['Deployment', 'HorizontalPodAutoscaler', 'NetworkPolicy', 'PodDisruptionBudget', 'Route', 'Service']);
     for (const { file, obj } of docs) expect(schemas.validate(obj), file).toEqual([]);
+  });
+
+  test('names, labels, annotations and port names follow the apiserver rules the schemas do not carry', () => {
+    for (const { file, obj } of docs) expect(nameRuleErrors(obj), file).toEqual([]);
+    const bad = structuredClone(one('Deployment'));
+    bad.spec.template.spec.containers[0].ports[0].name = 'https-serving-port';
+    bad.metadata.labels['app.kubernetes.io/name'] = 'Bad Value';
+    bad.metadata.name = 'Cluster_Proxy';
+    expect(nameRuleErrors(bad)).toEqual([
+      '/metadata/name "Cluster_Proxy" is not a DNS-1123 subdomain',
+      '/metadata/labels/app.kubernetes.io/name "Bad Value" is not a label value',
+      '/spec/template/spec/containers/0/ports/0/name "https-serving-port" is not an IANA service name',
+    ]);
   });
 
   test('the kustomization lists exactly the manifests', () => {

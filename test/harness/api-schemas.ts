@@ -101,3 +101,49 @@ function forbidUnknownFields(schema: unknown): void {
   forbidUnknownFields(s.items);
   if (typeof s.additionalProperties === 'object') forbidUnknownFields(s.additionalProperties);
 }
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const DNS1035_LABEL = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
+const LABEL_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
+
+/**
+ * Syntax rules the apiserver applies in code rather than in its schemas: object names, label and
+ * annotation keys, label values, and port names (IANA service names, which probes and Routes refer to).
+ */
+export function nameRuleErrors(obj: Record<string, any>): string[] {
+  const errors: string[] = [];
+  const check = (ok: boolean, where: string, value: unknown, rule: string): void => {
+    if (!ok) errors.push(`${where} ${JSON.stringify(value)} is not ${rule}`);
+  };
+  const name = obj.metadata?.name as string;
+  if (obj.kind === 'Service') check(name.length <= 63 && DNS1035_LABEL.test(name), '/metadata/name', name, 'a DNS-1035 label');
+  else check(name.length <= 253 && DNS1123_SUBDOMAIN.test(name), '/metadata/name', name, 'a DNS-1123 subdomain');
+  const qualified = (key: string): boolean => {
+    const [prefix, rest] = key.includes('/') ? key.split('/', 2) : [undefined, key];
+    return (prefix === undefined || (prefix.length <= 253 && DNS1123_SUBDOMAIN.test(prefix))) && rest!.length <= 63 && LABEL_NAME.test(rest!);
+  };
+  const labelSets: [string, Record<string, string> | undefined][] = [
+    ['/metadata/labels', obj.metadata?.labels],
+    ['/spec/template/metadata/labels', obj.spec?.template?.metadata?.labels],
+    ['/spec/selector/matchLabels', obj.spec?.selector?.matchLabels],
+  ];
+  for (const [where, labels] of labelSets) {
+    for (const [k, v] of Object.entries(labels ?? {})) {
+      check(qualified(k), `${where} key`, k, 'a qualified name');
+      check(v === '' || (v.length <= 63 && LABEL_NAME.test(v)), `${where}/${k}`, v, 'a label value');
+    }
+  }
+  for (const k of Object.keys(obj.metadata?.annotations ?? {})) check(qualified(k), '/metadata/annotations key', k, 'a qualified name');
+  const portName = (n: string): boolean => n.length <= 15 && DNS1123_LABEL.test(n) && /[a-z]/.test(n) && !n.includes('--');
+  for (const [i, c] of ((obj.spec?.template?.spec?.containers ?? []) as Record<string, any>[]).entries()) {
+    check(DNS1123_LABEL.test(c.name) && c.name.length <= 63, `/spec/template/spec/containers/${i}/name`, c.name, 'a DNS-1123 label');
+    for (const [j, p] of ((c.ports ?? []) as Record<string, any>[]).entries()) {
+      if (p.name !== undefined) check(portName(p.name), `/spec/template/spec/containers/${i}/ports/${j}/name`, p.name, 'an IANA service name');
+    }
+  }
+  if (obj.kind === 'Service') {
+    for (const [j, p] of ((obj.spec?.ports ?? []) as Record<string, any>[]).entries()) check(DNS1123_LABEL.test(p.name ?? '') && p.name.length <= 63, `/spec/ports/${j}/name`, p.name, 'a DNS-1123 label');
+  }
+  return errors;
+}

@@ -4,6 +4,7 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import { SETTINGS } from '../../src/config/settings.ts';
 import { ROOT, makeCerts, type CertSet } from '../harness/certs.ts';
 import { replayBuild, type ReplayedImage } from '../harness/dockerfile.ts';
 
@@ -38,7 +39,8 @@ test('multi-stage onto a UBI Node.js 24 minimal image that runs no shell step, a
   expect(image.user).toMatch(/^\d+(:\d+)?$/);
   expect(Number(image.user!.split(':')[0])).toBeGreaterThan(0);
   expect(image.command[0]).toBe('node');
-  expect(image.exposed).toEqual(expect.arrayContaining([9092, 8000]));
+  const port = (flag: string): number => Number(SETTINGS.find((s) => s.flag === flag)!.default);
+  expect(image.exposed).toEqual(expect.arrayContaining([port('server-port'), port('health-port')]));
   expect(buildLog.some((l) => l.includes('npm run build'))).toBe(true);
 });
 
