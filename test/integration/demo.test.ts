@@ -30,7 +30,7 @@ const refused = (port: number): Promise<boolean> =>
     s.once('error', () => resolve(true));
   });
 
-test('npm run demo: serves every kubeconfig context through the real ANP chain, its curl line works, Ctrl-C stops it all', async () => {
+test('npm run demo: serves every kubeconfig context through the real ANP chain to real apiservers, its printed commands work, Ctrl-C stops it all', async () => {
   const dir = path.join(parent, 'demo');
   const child = spawn(process.execPath, [path.join(ROOT, 'scripts/demo.ts'), '--port=0', '--health-port=0', `--dir=${dir}`], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -50,21 +50,26 @@ test('npm run demo: serves every kubeconfig context through the real ANP chain, 
     });
 
     const kubeconfig = YAML.parse(readFileSync(path.join(dir, 'kubeconfig'), 'utf8'));
-    const token: string = kubeconfig.users[0].user.token;
     expect(kubeconfig.contexts.map((c: { name: string }) => c.name)).toEqual(['cluster-a', '1-cluster-b']);
     const ports = new Set<number>();
     for (const { name, cluster } of kubeconfig.clusters as { name: string; cluster: { server: string; 'certificate-authority': string } }[]) {
       expect(cluster.server).toMatch(new RegExp(`^https://127\\.0\\.0\\.1:\\d+/${name}$`));
       ports.add(Number(new URL(cluster.server).port));
-      const res = await get(`${cluster.server}/api/v1/pods?limit=1`, readFileSync(cluster['certificate-authority']), token);
+      const token: string = kubeconfig.users.find((u: { name: string }) => u.name === `${name}-admin`).user.token;
+      const res = await get(`${cluster.server}/api/v1/namespaces/e2e/pods`, readFileSync(cluster['certificate-authority']), token);
       expect(res.status).toBe(200);
-      expect(JSON.parse(res.body)).toMatchObject({ cluster: name, url: '/api/v1/pods?limit=1', headers: { authorization: `Bearer ${token}` } });
+      const list = JSON.parse(res.body);
+      expect(list.kind).toBe('PodList');
+      expect(list.items.map((p: { metadata: { name: string } }) => p.metadata.name)).toContain(`${name}-pod-1`);
     }
 
-    // The printed curl line, pasted as is.
-    const curl = out.split('\n').find((l) => l.trim().startsWith('curl '))!.trim();
-    const { stdout } = await promisify(execFile)('sh', ['-c', `${curl} --silent --show-error --fail`], { timeout: 20_000 });
-    expect(JSON.parse(stdout)).toMatchObject({ cluster: 'cluster-a', url: '/api/v1/namespaces?limit=1' });
+    // The printed commands, pasted as they are.
+    const sh = (line: string) => promisify(execFile)('sh', ['-c', line], { timeout: 30_000 });
+    const printed = (start: string) => out.split('\n').map((l) => l.trim()).find((l) => l.startsWith(start) || l.includes(start))!;
+    const curl = printed('curl ');
+    expect(JSON.parse((await sh(`${curl} --silent --show-error --fail`)).stdout)).toMatchObject({ kind: 'NamespaceList' });
+    expect((await sh(printed(' get pods -A'))).stdout).toMatch(/^e2e\s+cluster-a-pod-1\s+1\/1\s+Running/m);
+    expect((await sh(printed(' exec '))).stdout.trim()).toBe('1-cluster-b-pod-1');
 
     const anpPort = Number(/ANP proxy-server\s+127\.0\.0\.1:(\d+)/.exec(out)![1]);
     child.kill('SIGINT');
