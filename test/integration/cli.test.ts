@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { SETTINGS } from '../../src/config/settings.ts';
-import { ROOT, makeCerts, type CertSet } from '../harness/certs.ts';
+import { ROOT, makeCerts, standaloneServerEnv, type CertSet } from '../harness/certs.ts';
 
 const CLI = path.join(ROOT, 'src/cli.ts');
 let dir: string;
@@ -64,14 +64,7 @@ test('starts from environment variables, reports ready, and exits 0 on SIGTERM',
   const child = spawn(process.execPath, [CLI], {
     env: {
       PATH: process.env.PATH!,
-      CLUSTER_PROXY_SERVER_ADDRESS: '127.0.0.1',
-      CLUSTER_PROXY_SERVER_PORT: '0',
-      CLUSTER_PROXY_HEALTH_ADDRESS: '127.0.0.1',
-      CLUSTER_PROXY_HEALTH_PORT: '0',
-      CLUSTER_PROXY_SERVER_CERT: certs.file('user-server.crt'),
-      CLUSTER_PROXY_SERVER_KEY: certs.file('user-server.key'),
-      CLUSTER_PROXY_SERVICE_PROXY_CA_CERT: certs.file('ca.crt'),
-      CLUSTER_PROXY_PROXY_SERVER_UDS: path.join(dir, 'absent.sock'),
+      ...standaloneServerEnv(certs, dir),
       CLUSTER_PROXY_SHUTDOWN_DELAY: '100ms',
     },
     stdio: ['ignore', 'pipe', 'pipe'],

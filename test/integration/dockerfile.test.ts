@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { SETTINGS } from '../../src/config/settings.ts';
-import { ROOT, makeCerts, type CertSet } from '../harness/certs.ts';
+import { ROOT, makeCerts, standaloneServerEnv, type CertSet } from '../harness/certs.ts';
 import { replayBuild, type ReplayedImage } from '../harness/dockerfile.ts';
 
 /**
@@ -73,14 +73,7 @@ test('starts unprivileged with the image entrypoint, serves TLS, is ready, and e
     env: {
       PATH: `${NODE_BIN}:/usr/bin:/bin`,
       ...image.env,
-      CLUSTER_PROXY_SERVER_ADDRESS: '127.0.0.1',
-      CLUSTER_PROXY_SERVER_PORT: '0',
-      CLUSTER_PROXY_HEALTH_ADDRESS: '127.0.0.1',
-      CLUSTER_PROXY_HEALTH_PORT: '0',
-      CLUSTER_PROXY_SERVER_CERT: certs.file('user-server.crt'),
-      CLUSTER_PROXY_SERVER_KEY: certs.file('user-server.key'),
-      CLUSTER_PROXY_SERVICE_PROXY_CA_CERT: certs.file('ca.crt'),
-      CLUSTER_PROXY_PROXY_SERVER_UDS: path.join(dir, 'absent.sock'),
+      ...standaloneServerEnv(certs, dir),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
