@@ -10,3 +10,4 @@ if [[ ! -x "$bin" || "$root/test/go/blackhole/main.go" -nt "$bin" ]]; then
   (cd "$root/test/go/blackhole" && CGO_ENABLED=0 go build -o "$bin" .)
   echo "built $bin"
 fi
+bash "$root/scripts/fetch-schemas.sh"

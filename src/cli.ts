@@ -21,13 +21,21 @@ async function main(): Promise<number> {
   }
   const config = loaded.config;
   const logger = createLogger(config.log.level);
-  const server = createUserServer(config, logger);
-  let listening = false;
+  let server;
+  try {
+    server = createUserServer(config, logger);
+  } catch (err) {
+    // Certificates that do not load are a configuration error too: name the setting and stop.
+    if (err instanceof ConfigError) {
+      process.stderr.write(`cluster-proxy-user-server: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
   let draining = false;
-  const health = createHealthServer({ ready: () => listening, draining: () => draining }, server.metrics.registry);
+  const health = createHealthServer({ ready: server.ready, draining: () => draining }, server.metrics.registry);
   const healthAddress = await listenHealth(health, config.health.address, config.health.port);
   const address = await server.listen();
-  listening = true;
   logger.info({ address: address.address, port: address.port, healthPort: healthAddress.port, proxy: config.proxy.transport === 'tcp' ? `${config.proxy.host}:${config.proxy.port}` : config.proxy.path }, 'user-server listening');
 
   await new Promise<void>((resolve) => {
@@ -40,7 +48,7 @@ async function main(): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  await server.close();
+  await server.shutdown(config.shutdown.delayMs, config.shutdown.graceMs);
   health.close();
   return 0;
 }

@@ -14,6 +14,9 @@ export interface Config {
   timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number; upgradeIdleMs: number };
   limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxRequestsPerCluster: number; maxUpgradesPerCluster: number; maxClusters: number };
   agentRetryAfterSeconds: number;
+  tls: { reloadIntervalMs: number };
+  shutdown: { delayMs: number; graceMs: number };
+  metrics: { clusterLabelLimit: number };
   log: { level: string; access: boolean };
 }
 
@@ -114,6 +117,9 @@ export function buildConfig(raw: Raw): Config {
       maxClusters: required('max-clusters', parseCount),
     },
     agentRetryAfterSeconds: Math.max(1, Math.round(required('agent-retry-after', parseDuration) / 1000)),
+    tls: { reloadIntervalMs: required('tls-reload-interval', parseDuration) },
+    shutdown: { delayMs: required('shutdown-delay', parseDuration), graceMs: required('shutdown-grace', parseDuration) },
+    metrics: { clusterLabelLimit: required('metrics-cluster-labels', parseCountOrZero) },
     log: { level: required('log-level', parseEnum), access: required('access-log', parseBoolean) },
   };
 }
@@ -136,6 +142,11 @@ export function helpText(): string {
 
 function specOf(name: SettingName): SettingSpec {
   return SETTINGS.find((s) => s.flag === name)!;
+}
+
+/** How messages name a setting: as the operator may have written it, flag or environment variable. */
+export function settingLabel(name: SettingName): string {
+  return label(specOf(name));
 }
 
 function label(s: SettingSpec): string {
@@ -165,6 +176,12 @@ function parsePort(v: string, s: SettingSpec): number {
 function parseCount(v: string, s: SettingSpec): number {
   const n = Number(v);
   if (!/^\d+$/.test(v) || n < 1 || !Number.isSafeInteger(n)) throw new ConfigError(`${label(s)} must be a whole number of at least 1, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function parseCountOrZero(v: string, s: SettingSpec): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new ConfigError(`${label(s)} must be a whole number (0 or more), got ${JSON.stringify(v)}`);
   return n;
 }
 

@@ -53,6 +53,10 @@ export const SETTINGS = [
   spec('max-clusters', 'count', '2000', 'clusters with open tunnel pools at once'),
   spec('max-header-bytes', 'count', '65536', 'largest request header block accepted from clients'),
   spec('agent-retry-after', 'duration', '5s', 'Retry-After sent with 503 when a cluster has no connected agent'),
+  spec('tls-reload-interval', 'duration', '1m', 'also re-read certificate files this often, besides watching their directories (0: watch only)'),
+  spec('shutdown-delay', 'duration', '5s', 'on SIGTERM, keep accepting connections this long while /readyz fails, so load balancers stop sending first'),
+  spec('shutdown-grace', 'duration', '20s', 'then wait this long for requests in flight; watches, logs -f and upgraded sessions are then closed'),
+  spec('metrics-cluster-labels', 'count', '0', 'clusters that get their own label on requests_by_cluster_total (the first seen); the rest count as "other"; 0 leaves the metric out'),
   spec('log-level', 'enum', 'info', 'pino log level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   spec('access-log', 'boolean', 'true', 'log one line per request'),
 ] as const satisfies readonly SettingSpec[];

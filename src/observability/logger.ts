@@ -1,26 +1,72 @@
 import { pino, type Logger, type DestinationStream } from 'pino';
 
 /**
- * Paths pino censors wherever they appear in a log object. Tokens travel in Authorization headers, cookies
- * and query strings such as `?access_token=`; the proxy never logs headers or queries on purpose, and this
- * list makes sure an error object carrying a request cannot leak them either.
+ * Paths pino censors wherever they appear in a log object. Tokens travel in Authorization headers, cookies,
+ * headers such as X-Remote-Token and query strings such as `?access_token=`; the proxy logs paths without
+ * their query and never logs headers on purpose, and this list makes sure an object carrying a request
+ * (or its headers) cannot leak them either.
  */
 export const REDACT_PATHS = [
   'authorization',
   'cookie',
   'token',
+  'headers',
+  'rawHeaders',
   '*.authorization',
   '*.Authorization',
   '*.cookie',
   '*.Cookie',
   '*.token',
-  '*.headers.authorization',
-  '*.headers.cookie',
-  '*.headers["set-cookie"]',
+  '*.headers',
+  '*.rawHeaders',
   '*.*.authorization',
   '*.*.cookie',
+  '*.*.headers',
   'err.config',
 ];
+
+/** Query parameters and credentials in free text (error messages, stacks, URLs) that must never be logged. */
+const SECRET_QUERY = /([?&;](?:access_token|id_token|refresh_token|token|password|passwd|secret|apikey|api_key|key|sig|signature|code)=)[^&#\s"']*/gi;
+const SECRET_SCHEME = /\b(Bearer|Basic|Negotiate|Digest)\s+[A-Za-z0-9._~+/=,:-]+/g;
+const URL_USERINFO = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/@\s"']+@/gi;
+
+/** Cheap pre-check: log messages are mostly fixed words, and this runs for every line. */
+const MAYBE_SECRET = /[=@]|Bearer|Basic|Negotiate|Digest/;
+
+/** Removes credentials from text that may quote a URL or a header (error messages from dependencies). */
+export function scrubSecrets(text: string): string {
+  if (!MAYBE_SECRET.test(text)) return text;
+  return text.replace(SECRET_QUERY, '$1[REDACTED]').replace(SECRET_SCHEME, '$1 [REDACTED]').replace(URL_USERINFO, '$1[REDACTED]@');
+}
+
+interface SerializedError {
+  type: string;
+  message: string;
+  code?: string;
+  stack?: string;
+  cause?: SerializedError;
+}
+
+/**
+ * Errors keep only their type, message, code, stack and cause, scrubbed: dependency errors may carry
+ * the request (undici keeps headers on some) or quote a URL with its query.
+ */
+function serializeError(err: unknown, depth = 0): SerializedError | unknown {
+  if (!(err instanceof Error)) return typeof err === 'string' ? scrubSecrets(err) : err;
+  const out: SerializedError = { type: err.name, message: scrubSecrets(err.message) };
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') out.code = code;
+  if (err.stack !== undefined) out.stack = scrubSecrets(err.stack);
+  if (err.cause !== undefined && depth < 4) out.cause = serializeError(err.cause, depth + 1) as SerializedError;
+  return out;
+}
+
+/** A request as Fastify or Node would log it: method and path only, never headers or the query. */
+function serializeRequest(req: { method?: string; url?: string; id?: unknown }): Record<string, unknown> {
+  const url = req.url ?? '';
+  const q = url.indexOf('?');
+  return { id: req.id, method: req.method, path: q === -1 ? url : url.slice(0, q) };
+}
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
@@ -28,6 +74,22 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       level,
       base: { name: 'cluster-proxy-user-server' },
       redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
+      serializers: { err: serializeError, error: serializeError, req: serializeRequest },
+      hooks: {
+        // Messages are free text: pino takes a bare error's message as the line's message, and dependencies
+        // (Fastify, undici) log messages built from URLs.
+        logMethod(args, method) {
+          if (args[0] instanceof Error) {
+            const [err, ...rest] = args as unknown[];
+            const msg = typeof rest[0] === 'string' ? rest.shift() : (err as Error).message;
+            return method.apply(this, [{ err }, scrubSecrets(msg as string), ...rest] as Parameters<typeof method>);
+          }
+          for (let i = 0; i < args.length; i++) {
+            if (typeof args[i] === 'string') (args as unknown[])[i] = scrubSecrets(args[i] as string);
+          }
+          return method.apply(this, args);
+        },
+      },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DialReport } from '../tunnel/anp-tunnel.ts';
+import { BoundedLabel } from './bounded-label.ts';
 
 const PREFIX = 'cluster_proxy_user_server_';
 
@@ -8,9 +9,21 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 export type RequestKind = 'kube' | 'service' | 'upgrade' | 'invalid';
 
+/** Which certificate material a reload concerns. */
+export type TlsSource = 'serving' | 'proxy_client' | 'service_proxy_ca';
+
+export interface MetricsOptions {
+  /**
+   * Clusters that get their own `cluster` label on requests_by_cluster_total; the rest are folded into
+   * "other". 0 (the default) leaves that metric out, so no series is ever per cluster.
+   */
+  clusterLabelLimit?: number;
+}
+
 /**
  * All metrics, behind typed helpers so that labels stay bounded: code class (2xx...), method (a fixed
- * set), request kind, dial outcome. No per-cluster labels.
+ * set), request kind, dial outcome, TLS source. Per-cluster series exist only when opted in, and then
+ * for at most `clusterLabelLimit` clusters.
  */
 export class Metrics {
   readonly registry = new Registry();
@@ -23,8 +36,12 @@ export class Metrics {
   private readonly firstByteSeconds: Histogram<'kind'>;
   private readonly tunnelsOpen: Gauge;
   private readonly upgradedSessions: Gauge;
+  private readonly tlsReloads: Counter<'source' | 'outcome'>;
+  private readonly tlsNotAfter: Gauge<'source'>;
+  private readonly clusterRequests: Counter<'cluster' | 'code'> | undefined;
+  private readonly clusterLabel: BoundedLabel | undefined;
 
-  constructor() {
+  constructor(options: MetricsOptions = {}) {
     collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
     const registers = [this.registry];
     this.requests = new Counter({ name: `${PREFIX}requests_total`, help: 'Requests by status class, method and kind.', labelNames: ['code', 'method', 'kind'], registers });
@@ -36,15 +53,24 @@ export class Metrics {
     this.firstByteSeconds = new Histogram({ name: `${PREFIX}time_to_first_byte_seconds`, help: 'Time from dispatch to the upstream response headers.', labelNames: ['kind'], buckets: LATENCY_BUCKETS, registers });
     this.upgradedSessions = new Gauge({ name: `${PREFIX}upgraded_sessions`, help: 'Upgraded sessions (exec, attach, port-forward) past their 101, still open.', registers });
     this.tunnelsOpen = new Gauge({ name: `${PREFIX}tunnels_open`, help: 'Tunnels currently open (pooled and upgraded).', registers });
+    this.tlsReloads = new Counter({ name: `${PREFIX}tls_reloads_total`, help: 'Certificate reloads after their files changed, by material and outcome (a failure keeps the previous certificates).', labelNames: ['source', 'outcome'], registers });
+    this.tlsNotAfter = new Gauge({ name: `${PREFIX}tls_certificate_not_after_seconds`, help: 'Expiry (Unix time) of the certificate in use, by material; the earliest one for CA bundles.', labelNames: ['source'], registers });
+    const limit = options.clusterLabelLimit ?? 0;
+    if (limit > 0) {
+      this.clusterLabel = new BoundedLabel(limit);
+      this.clusterRequests = new Counter({ name: `${PREFIX}requests_by_cluster_total`, help: `Requests by cluster and status class; clusters beyond the first ${limit} seen are counted as "other".`, labelNames: ['cluster', 'code'], registers });
+    }
   }
 
   requestStarted(kind: RequestKind): void {
     this.inFlight.inc({ kind });
   }
 
-  requestFinished(kind: RequestKind, method: string, status: number, seconds: number, firstByteSeconds?: number): void {
+  requestFinished(kind: RequestKind, method: string, status: number, seconds: number, firstByteSeconds?: number, cluster?: string): void {
     this.inFlight.dec({ kind });
-    this.requests.inc({ code: codeClass(status), method: boundedMethod(method), kind });
+    const code = codeClass(status);
+    this.requests.inc({ code, method: boundedMethod(method), kind });
+    if (this.clusterRequests !== undefined && cluster !== undefined) this.clusterRequests.inc({ cluster: this.clusterLabel!.valueFor(cluster), code });
     this.duration.observe({ kind }, seconds);
     if (firstByteSeconds !== undefined) this.firstByteSeconds.observe({ kind }, firstByteSeconds);
   }
@@ -66,6 +92,14 @@ export class Metrics {
 
   upgradeClosed(): void {
     this.upgradedSessions.dec();
+  }
+
+  tlsReloaded(source: TlsSource, ok: boolean): void {
+    this.tlsReloads.inc({ source, outcome: ok ? 'success' : 'failure' });
+  }
+
+  tlsCertificateInUse(source: TlsSource, notAfterSeconds: number): void {
+    this.tlsNotAfter.set({ source }, notAfterSeconds);
   }
 
   tunnelOpened(): void {

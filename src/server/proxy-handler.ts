@@ -2,12 +2,14 @@ import type { Logger } from 'pino';
 import { renderStatusResponse } from '../errors/kube-status.ts';
 import { ProxyError, isProxyError, withCluster } from '../errors/proxy-error.ts';
 import type { Metrics, RequestKind } from '../observability/metrics.ts';
+import { addKubeRequestFields } from '../observability/request-info.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
 import { isLongRunning } from '../routing/long-running.ts';
 import { parseRequestTarget, type Route } from '../routing/request-target.ts';
 import type { TunnelTarget } from '../tunnel/anp-tunnel.ts';
 import { forward, type ClientRequest, type ClientResponse } from '../upstream/forward.ts';
 import type { TunnelPools } from '../upstream/tunnel-pool.ts';
+import type { DrainState } from './drain.ts';
 
 export interface ProxyHandlerDeps {
   pools: TunnelPools;
@@ -17,7 +19,10 @@ export interface ProxyHandlerDeps {
   accessLog: boolean;
   maxRequestsPerCluster: number;
   clientStallTimeoutMs: number;
+  drain: DrainState;
 }
+
+export const REQUEST_ID_HEADER = 'x-request-id';
 
 /**
  * Serves one non-upgrade request: route on the raw target, forward through the cluster's tunnel pool,
@@ -43,12 +48,15 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
   return async (req, res, requestId) => {
     const started = performance.now();
     const method = req.method ?? 'GET';
+    // While draining, HTTP/1.1 keep-alive connections close after their response, so clients reconnect
+    // (to another replica once this one is out of the endpoints).
+    if (deps.drain.draining && 'shouldKeepAlive' in res) (res as { shouldKeepAlive: boolean }).shouldKeepAlive = false;
     let route: Route;
     try {
       route = parseRequestTarget(req.url ?? '');
     } catch (err) {
       const e = isProxyError(err) ? err : new ProxyError('BAD_PATH', String(err));
-      sendStatus(res, e);
+      sendStatus(res, e, undefined, requestId);
       deps.metrics.requestRejected(method, e.statusCode);
       if (deps.accessLog) deps.logger.info({ reqId: requestId, method, status: e.statusCode, error: e.code, detail: e.message }, 'rejected');
       return;
@@ -59,8 +67,9 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
     const count = inFlight.get(cluster) ?? 0;
     if (count >= deps.maxRequestsPerCluster) {
       const e = new ProxyError('TOO_MANY_REQUESTS', `too many requests in flight to cluster ${cluster} (limit ${deps.maxRequestsPerCluster}); retry shortly`, { retryAfterSeconds: 1 });
-      sendStatus(res, e, cluster);
+      sendStatus(res, e, cluster, requestId);
       deps.metrics.requestRejected(method, e.statusCode);
+      if (deps.accessLog) deps.logger.info({ reqId: requestId, cluster, method, path: route.upstreamPathname, status: e.statusCode, error: e.code }, 'rejected');
       return;
     }
     inFlight.set(cluster, count + 1);
@@ -68,6 +77,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
 
     const target = deps.targetFor(cluster);
     const longRunning = isLongRunning(method, route.upstreamPath);
+    const shortDone = longRunning ? undefined : deps.drain.shortStarted();
     const result = await forward(
       {
         dispatcher: longRunning ? deps.pools.streams : deps.pools.short,
@@ -77,9 +87,13 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
         headers: buildUpstreamHeaders({ rawHeaders: req.rawHeaders, clientAddress: req.socket?.remoteAddress, target: route.target }),
         body: hasBody(req) ? req : null,
         clientStallTimeoutMs: deps.clientStallTimeoutMs,
+        responseHeaders: [REQUEST_ID_HEADER, requestId],
+        longRunning,
+        shutdown: deps.drain.shutdownSignal,
       },
       res,
     );
+    shortDone?.();
 
     const left = (inFlight.get(cluster) ?? 1) - 1;
     if (left === 0) inFlight.delete(cluster);
@@ -89,10 +103,10 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
     if (result.errorBeforeHeaders !== undefined) {
       const err = result.errorBeforeHeaders;
       status = err.statusCode;
-      if (!result.clientGone) sendStatus(res, withCluster(err, cluster), cluster);
+      if (!result.clientGone) sendStatus(res, withCluster(err, cluster), cluster, requestId);
     }
     const seconds = (performance.now() - started) / 1000;
-    deps.metrics.requestFinished(kind, method, result.clientGone ? 0 : status, seconds, result.firstByteSeconds);
+    deps.metrics.requestFinished(kind, method, result.clientGone ? 0 : status, seconds, result.firstByteSeconds, cluster);
     if (deps.accessLog || result.errorBeforeHeaders !== undefined || result.errorAfterHeaders !== undefined) {
       const line: Record<string, unknown> = {
         reqId: requestId,
@@ -104,9 +118,11 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
         bytes: result.bytes,
         durationMs: Math.round(seconds * 1000),
       };
+      if (kind === 'kube') addKubeRequestFields(line, method, route.upstreamPath);
       if (result.errorBeforeHeaders !== undefined) line.error = result.errorBeforeHeaders.code;
       if (result.errorAfterHeaders !== undefined) line.abortedAfterHeaders = result.errorAfterHeaders.message;
       if (result.clientGone) line.clientGone = true;
+      if (result.endedByShutdown) line.endedByShutdown = true;
       const failed = result.errorBeforeHeaders !== undefined && result.errorBeforeHeaders.statusCode >= 500;
       if (failed) deps.logger.warn({ ...line, detail: result.errorBeforeHeaders!.message }, 'request failed');
       else accessLogger.info(line, 'request');
@@ -115,13 +131,14 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
 }
 
 /** Writes a proxy-made error as a Kubernetes Status, or aborts the response when headers already went out. */
-export function sendStatus(res: ClientResponse, err: ProxyError, cluster?: string): void {
+export function sendStatus(res: ClientResponse, err: ProxyError, cluster?: string, requestId?: string): void {
   if (res.headersSent) {
     res.destroy(err);
     return;
   }
   if (res.destroyed) return;
   const { statusCode, headers, body } = renderStatusResponse(err, cluster);
+  if (requestId !== undefined) headers[REQUEST_ID_HEADER] = requestId;
   res.writeHead(statusCode, headers);
   res.end(body);
 }

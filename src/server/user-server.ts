@@ -1,19 +1,20 @@
-import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
-import type { Http2SecureServer } from 'node:http2';
+import type { Http2SecureServer, ServerHttp2Session } from 'node:http2';
 import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
-import { proxyServerContext, serviceProxyContext, servingMaterial } from '../config/tls-files.ts';
+import { TlsReloader } from '../config/tls-reloader.ts';
 import { ProxyError } from '../errors/proxy-error.ts';
 import { Metrics } from '../observability/metrics.ts';
+import { requestIdGenerator, saneRequestId } from '../observability/request-id.ts';
 import type { TunnelOptions } from '../tunnel/anp-tunnel.ts';
 import { compileTargetTemplate } from '../tunnel/target-host.ts';
 import { createUpgradeHandler, type UpgradeHandler } from '../upgrade/upgrade-handler.ts';
 import { asClientResponse } from '../upstream/forward.ts';
 import { TunnelPools } from '../upstream/tunnel-pool.ts';
+import { DrainState } from './drain.ts';
 import { createProxyHandler, sendStatus } from './proxy-handler.ts';
 
 export interface UserServer {
@@ -21,8 +22,29 @@ export interface UserServer {
   metrics: Metrics;
   pools: TunnelPools;
   upgrades: UpgradeHandler;
+  tls: TlsReloader;
+  drain: DrainState;
+  /** Listening with its certificates loaded. */
+  ready(): boolean;
   listen(): Promise<AddressInfo>;
+  /**
+   * Graceful stop: readiness already failing, keep accepting for `delayMs`, then stop accepting, wait up
+   * to `graceMs` for short requests, end long streams cleanly and close everything.
+   */
+  shutdown(delayMs: number, graceMs: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/** How long closing connections may take to flush their last bytes before they are destroyed. */
+const CLOSE_LINGER_MS = 2_000;
+
+/** GOAWAY: streams already open finish, the client sends new ones on a new connection. */
+function goAway(session: ServerHttp2Session): void {
+  if (!session.closed && !session.destroyed) session.close();
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**
@@ -30,15 +52,15 @@ export interface UserServer {
  * Fastify routes every method and path to one handler that takes the response over (hijack): the
  * handler streams, and Fastify must neither parse bodies nor send replies of its own.
  */
-export function createUserServer(config: Config, logger: Logger, metrics = new Metrics()): UserServer {
-  const proxyTls = proxyServerContext(config);
-  const serviceProxyTls = serviceProxyContext(config);
+export function createUserServer(config: Config, logger: Logger, metrics = new Metrics({ clusterLabelLimit: config.metrics.clusterLabelLimit })): UserServer {
+  const tlsFiles = new TlsReloader({ config, logger, metrics, intervalMs: config.tls.reloadIntervalMs });
+  const drain = new DrainState();
   const tunnel: TunnelOptions = {
     proxy: config.proxy.transport === 'tcp'
       ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
       : { transport: 'uds', path: config.proxy.path },
-    proxyTls: () => proxyTls,
-    serviceProxyTls: () => serviceProxyTls,
+    proxyTls: tlsFiles.proxyContext,
+    serviceProxyTls: tlsFiles.serviceProxyContext,
     connectTimeoutMs: config.timeouts.connectMs,
     tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
     agentRetryAfterSeconds: config.agentRetryAfterSeconds,
@@ -55,12 +77,12 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
   });
   const targetFor = compileTargetTemplate(config.targetTemplate);
 
-  const serving = servingMaterial(config);
+  const serving = tlsFiles.servingMaterial;
   // Node reports each further parse failure of a broken connection again; answer it once.
   const answered = new WeakSet<Socket>();
-  const idPrefix = randomBytes(4).toString('hex');
-  let nextId = 0;
-  const newRequestId = (): string => `${idPrefix}-${(nextId++).toString(36)}`;
+  const nextId = requestIdGenerator();
+  // A sane X-Request-Id from the client is kept, so its logs and ours correlate; it is sent back either way.
+  const requestIdFor = (req: IncomingMessage): string => saneRequestId(req.headers['x-request-id']) ?? nextId();
   const options = {
     http2: true,
     https: {
@@ -78,7 +100,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     // Fastify would make a child logger per request (bindings run through every redaction path, ~12 us);
     // nothing logs through request.log: the handler's own lines carry the request id.
     childLoggerFactory: (parent: Logger) => parent,
-    genReqId: newRequestId,
+    genReqId: requestIdFor,
     // Long watches and `logs -f` must not be cut by the front; slow-header clients are bounded by Node's
     // headersTimeout (60 s) instead.
     connectionTimeout: 0,
@@ -129,6 +151,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     accessLog: config.log.access,
     maxRequestsPerCluster: config.limits.maxRequestsPerCluster,
     clientStallTimeoutMs: config.timeouts.clientStallMs,
+    drain,
   });
   app.route({
     method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
@@ -152,20 +175,90 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     clientStallTimeoutMs: config.timeouts.clientStallMs,
     idleTimeoutMs: config.timeouts.upgradeIdleMs,
   });
-  app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => upgrades.handle(req, socket, head, newRequestId()));
+  app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => upgrades.handle(req, socket, head, requestIdFor(req)));
+
+  // Open connections, to close what is left once the drain is over.
+  const sockets = new Set<Socket>();
+  const sessions = new Set<ServerHttp2Session>();
+  app.server.on('secureConnection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  app.server.on('session', (session: ServerHttp2Session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+  });
+  const goAwayAll = (): void => {
+    for (const s of sessions) goAway(s);
+  };
+
+  let listening = false;
+  let closed = false;
+  /**
+   * Ends what is still open: long streams end complete, HTTP/2 sessions get GOAWAY and close once their
+   * streams are done. HTTP/1.1 connections close themselves after their last response (every response
+   * begun while draining says Connection: close, and the connections of watches ended here are ended
+   * after their last chunk); closing them from outside right after a response ended can drop its last
+   * bytes. Connections idle when the listener closed were closed by Node then; a keep-alive connection
+   * whose response began before the drain and ended after that is destroyed after CLOSE_LINGER_MS.
+   */
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    tlsFiles.stop();
+    drain.stopStreams();
+    goAwayAll();
+    // Upgraded sessions end cleanly (those still waiting for their 101 get a 503).
+    const upgradesClosed = upgrades.closeAll();
+    // Wait first: Fastify's close() makes Node close every HTTP/1.1 connection whose response has ended,
+    // even when its last bytes are still queued.
+    await new Promise<void>((resolve) => {
+      const check = setInterval(() => {
+        if (sockets.size === 0) finish();
+      }, 20);
+      const force = setTimeout(() => {
+        for (const s of sockets) s.destroy();
+        finish();
+      }, CLOSE_LINGER_MS);
+      const finish = (): void => {
+        clearInterval(check);
+        clearTimeout(force);
+        resolve();
+      };
+      if (sockets.size === 0) finish();
+    });
+    await Promise.all([app.close(), upgradesClosed]);
+    await pools.close();
+  };
 
   return {
     app,
     metrics,
     pools,
     upgrades,
+    tls: tlsFiles,
+    drain,
+    ready: () => listening && !drain.draining,
     async listen() {
       await app.listen({ host: config.server.address, port: config.server.port });
+      listening = true;
+      tlsFiles.start((m) => app.server.setSecureContext({ cert: m.cert, key: m.key, minVersion: config.server.minVersion }));
       return app.server.address() as AddressInfo;
     },
-    async close() {
-      await Promise.all([app.close(), upgrades.closeAll()]);
-      await pools.close();
+    async shutdown(delayMs, graceMs) {
+      drain.draining = true;
+      goAwayAll();
+      logger.info({ delayMs, graceMs }, 'draining: readiness fails; still accepting until the delay is over');
+      await sleep(delayMs);
+      // Stop accepting; open connections stay until their requests are done.
+      app.server.close();
+      goAwayAll();
+      const done = await drain.whenShortRequestsDone(graceMs);
+      logger.info({ shortRequestsLeft: drain.shortRequestsInFlight, upgradedSessions: upgrades.open, inTime: done }, 'ending long streams and upgraded sessions, closing connections');
+      drain.stopStreams();
+      await close();
+      logger.info('stopped');
     },
+    close,
   };
 }

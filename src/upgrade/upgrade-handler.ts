@@ -4,6 +4,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ProxyError, isProxyError, withCluster } from '../errors/proxy-error.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { addKubeRequestFields } from '../observability/request-info.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
 import { parseRequestTarget, type Route } from '../routing/request-target.ts';
 import { openTunnel, type TunnelOptions, type TunnelTarget } from '../tunnel/anp-tunnel.ts';
@@ -128,6 +129,7 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
         bytesDown: fields.bytesDown,
         durationMs: Math.round((fields.seconds ?? (performance.now() - started) / 1000) * 1000),
       };
+      if (route.kind === 'kube') addKubeRequestFields(line, method, route.upstreamPath);
       if (fields.error !== undefined) line.error = fields.error;
       if (fields.end !== undefined) line.end = fields.end;
       if (failed) deps.logger.warn({ ...line, detail: fields.message }, 'upgrade failed');

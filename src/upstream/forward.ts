@@ -15,7 +15,7 @@ export interface ClientResponse {
   end(body?: string): unknown;
   destroy(err?: Error): unknown;
   on(event: 'close' | 'drain', listener: () => void): unknown;
-  once(event: 'close' | 'drain', listener: () => void): unknown;
+  once(event: 'close' | 'drain' | 'finish', listener: () => void): unknown;
   removeListener(event: 'close' | 'drain', listener: () => void): unknown;
   /** HTTP/1.1 only: sends the header block before the first body chunk. */
   flushHeaders?(): void;
@@ -36,6 +36,12 @@ export interface ForwardRequest {
   body: ClientRequest | null;
   /** Longest time the client may leave the response paused (not draining) before it is cut off; 0 disables. */
   clientStallTimeoutMs: number;
+  /** Extra response headers (name, value pairs), e.g. the request id; they replace upstream headers of the same name. */
+  responseHeaders?: string[];
+  /** A watch or `logs -f`: at shutdown it ends as a complete response instead of being cut off. */
+  longRunning?: boolean;
+  /** Aborted when the server stops for good: long streams end cleanly, anything else still running is cut off. */
+  shutdown?: AbortSignal;
 }
 
 export interface ForwardResult {
@@ -51,6 +57,8 @@ export interface ForwardResult {
   errorAfterHeaders?: Error;
   /** The client went away before the response was complete. */
   clientGone?: boolean;
+  /** A long stream the server ended cleanly because it is shutting down. */
+  endedByShutdown?: boolean;
 }
 
 /**
@@ -61,7 +69,11 @@ export interface ForwardResult {
  */
 export function forward(req: ForwardRequest, res: ClientResponse): Promise<ForwardResult> {
   return new Promise((resolve) => {
-    const handler = new RelayHandler(res, req.clientStallTimeoutMs, resolve);
+    const handler = new RelayHandler(res, req, resolve);
+    if (req.shutdown?.aborted) {
+      handler.failBeforeStart(shuttingDown());
+      return;
+    }
     try {
       req.dispatcher.dispatch(
         { origin: req.origin, path: req.path, method: req.method, headers: req.headers, body: req.body },
@@ -92,15 +104,51 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.controller?.resume();
   };
 
+  private readonly onShutdown = (): void => {
+    if (this.done) return;
+    // finish() first: aborting the dispatch reports an error back synchronously, which must find the
+    // relay already done.
+    if (!this.res.headersSent) {
+      const err = shuttingDown();
+      this.result.errorBeforeHeaders = err;
+      this.finish();
+      this.controller?.abort(err);
+    } else if (this.longRunning) {
+      // A watch that ends complete (h1: the last chunk; h2: END_STREAM) makes client-go re-list and
+      // re-watch against another replica without reporting an error.
+      this.result.endedByShutdown = true;
+      this.finish();
+      this.controller?.abort(new Error('the user-server is shutting down'));
+      // HTTP/1.1: the connection is then closed after the last chunk is out (gracefully, never before it);
+      // its client would otherwise keep it idle until the server's final clean-up destroys it.
+      const socket = 'shouldKeepAlive' in this.res ? (this.res as { socket?: { end(): void } | null }).socket : undefined;
+      if (socket) this.res.once('finish', () => socket.end());
+      this.res.end();
+    } else {
+      const err = new Error('the user-server shut down before the response was complete');
+      this.result.errorAfterHeaders = err;
+      this.finish();
+      this.controller?.abort(err);
+      this.res.destroy(err);
+    }
+  };
+
   private readonly res: ClientResponse;
   private readonly stallTimeoutMs: number;
+  private readonly longRunning: boolean;
+  private readonly extraHeaders: string[] | undefined;
+  private readonly shutdown: AbortSignal | undefined;
   private readonly resolve: (r: ForwardResult) => void;
 
-  constructor(res: ClientResponse, stallTimeoutMs: number, resolve: (r: ForwardResult) => void) {
+  constructor(res: ClientResponse, req: ForwardRequest, resolve: (r: ForwardResult) => void) {
     this.res = res;
-    this.stallTimeoutMs = stallTimeoutMs;
+    this.stallTimeoutMs = req.clientStallTimeoutMs;
+    this.longRunning = req.longRunning === true;
+    this.extraHeaders = req.responseHeaders;
+    this.shutdown = req.shutdown;
     this.resolve = resolve;
     res.on('close', this.onClientClose);
+    this.shutdown?.addEventListener('abort', this.onShutdown, { once: true });
   }
 
   failBeforeStart(err: unknown): void {
@@ -122,7 +170,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.result.firstByteSeconds = (performance.now() - this.started) / 1000;
     const raw = (controller as unknown as { rawHeaders: (Buffer | string)[] | null }).rawHeaders ?? [];
     const res = this.res;
-    res.writeHead(statusCode, buildResponseHeaders(raw));
+    res.writeHead(statusCode, withExtraHeaders(buildResponseHeaders(raw), this.extraHeaders));
     // Headers of a watch or `logs -f` (streamed, so without Content-Length) must reach the client before
     // the first event, which may take minutes. A sized body goes out with its headers in one write: a
     // separate header write costs a TLS record and a syscall per request (bench/README.md).
@@ -172,8 +220,25 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     clearTimeout(this.stallTimer);
     this.res.removeListener('close', this.onClientClose);
     this.res.removeListener('drain', this.onDrain);
+    this.shutdown?.removeEventListener('abort', this.onShutdown);
     this.resolve(this.result);
   }
+}
+
+function shuttingDown(): ProxyError {
+  return new ProxyError('SHUTTING_DOWN', 'the user-server is shutting down; retry', { retryAfterSeconds: 1 });
+}
+
+function withExtraHeaders(headers: string[], extra: string[] | undefined): string[] {
+  if (extra === undefined) return headers;
+  const names = new Set<string>();
+  for (let i = 0; i < extra.length; i += 2) names.add(extra[i]!.toLowerCase());
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if (!names.has(headers[i]!.toLowerCase())) out.push(headers[i]!, headers[i + 1]!);
+  }
+  out.push(...extra);
+  return out;
 }
 
 /** Maps what undici reports before response headers to the proxy's own error codes. */

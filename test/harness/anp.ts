@@ -8,6 +8,11 @@ const BIN = path.join(ROOT, '.cache/anp', ANP_VERSION);
 
 export interface ProxyServer {
   proc: Managed;
+  /**
+   * Restarts the proxy-server on the same ports, optionally with other TLS files (frontend certificate
+   * and the CA it trusts for clients), as an operator rolling ANP's certificates would; agents reconnect.
+   */
+  restart(tls?: { clientCaFile?: string; certFile?: string; keyFile?: string }): Promise<void>;
   /** TCP frontend port (mTLS), or undefined in UDS mode. */
   frontendPort?: number;
   udsPath?: string;
@@ -30,7 +35,7 @@ export async function startProxyServer(opts: {
   const agentPort = await freePort();
   const healthPort = await freePort();
   const adminPort = await freePort();
-  const args = [
+  const base = [
     `--mode=${opts.mode ?? 'http-connect'}`,
     `--proxy-strategies=${opts.strategies ?? 'destHost,default'}`,
     '--agent-bind-address=127.0.0.1', `--agent-port=${agentPort}`,
@@ -42,25 +47,31 @@ export async function startProxyServer(opts: {
   ];
   let frontendPort: number | undefined;
   let udsPath: string | undefined;
-  if (opts.uds) {
-    udsPath = path.join(opts.dir, `${opts.name}.sock`);
-    args.push(`--uds-name=${udsPath}`, '--server-port=0');
-  } else {
-    frontendPort = await freePort();
-    args.push(
+  if (opts.uds) udsPath = path.join(opts.dir, `${opts.name}.sock`);
+  else frontendPort = await freePort();
+  const argsFor = (tls: { clientCaFile?: string; certFile?: string; keyFile?: string }): string[] => {
+    if (udsPath !== undefined) return [...base, `--uds-name=${udsPath}`, '--server-port=0'];
+    return [
+      ...base,
       '--server-bind-address=127.0.0.1', `--server-port=${frontendPort}`,
-      `--server-cert=${certs.file('proxy-server.crt')}`, `--server-key=${certs.file('proxy-server.key')}`,
-      `--server-ca-cert=${certs.file('ca.crt')}`,
-    );
-  }
-  const proc = startProcess(opts.name, path.join(BIN, 'proxy-server'), args, opts.dir);
+      `--server-cert=${tls.certFile ?? certs.file('proxy-server.crt')}`, `--server-key=${tls.keyFile ?? certs.file('proxy-server.key')}`,
+      `--server-ca-cert=${tls.clientCaFile ?? certs.file('ca.crt')}`,
+    ];
+  };
+  const proc = startProcess(opts.name, path.join(BIN, 'proxy-server'), argsFor({}), opts.dir);
   await waitForHttp200(`http://127.0.0.1:${healthPort}/healthz`, proc);
+  let restarts = 0;
   const server: ProxyServer = {
     proc,
+    async restart(tls = {}) {
+      await server.proc.stop();
+      server.proc = startProcess(`${opts.name}-${++restarts}`, path.join(BIN, 'proxy-server'), argsFor(tls), opts.dir);
+      await waitForHttp200(`http://127.0.0.1:${healthPort}/healthz`, server.proc);
+    },
     agentPort,
     healthPort,
     metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text(),
-    stop: () => proc.stop(),
+    stop: () => server.proc.stop(),
   };
   if (frontendPort !== undefined) server.frontendPort = frontendPort;
   if (udsPath !== undefined) server.udsPath = udsPath;

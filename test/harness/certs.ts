@@ -20,3 +20,20 @@ export function makeCerts(dir: string): CertSet {
     read: (name) => readFileSync(path.join(dir, name)),
   };
 }
+
+/**
+ * Environment for a user-server CLI started on its own: loopback, ephemeral ports, the dev certificates,
+ * and an ANP socket that does not exist (the server starts without ANP; requests would get 502).
+ */
+export function standaloneServerEnv(certs: CertSet, dir: string): Record<string, string> {
+  return {
+    CLUSTER_PROXY_SERVER_ADDRESS: '127.0.0.1',
+    CLUSTER_PROXY_SERVER_PORT: '0',
+    CLUSTER_PROXY_HEALTH_ADDRESS: '127.0.0.1',
+    CLUSTER_PROXY_HEALTH_PORT: '0',
+    CLUSTER_PROXY_SERVER_CERT: certs.file('user-server.crt'),
+    CLUSTER_PROXY_SERVER_KEY: certs.file('user-server.key'),
+    CLUSTER_PROXY_SERVICE_PROXY_CA_CERT: certs.file('ca.crt'),
+    CLUSTER_PROXY_PROXY_SERVER_UDS: path.join(dir, 'absent.sock'),
+  };
+}

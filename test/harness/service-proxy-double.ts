@@ -14,6 +14,8 @@ export interface ReceivedRequest {
 export interface ServiceProxyDouble {
   address: AddressInfo;
   received: ReceivedRequest[];
+  /** Serves a new certificate to new connections from now on, as a rotated service-proxy would. */
+  setCertificate(cert: Buffer, key: Buffer): void;
   close(): Promise<void>;
 }
 
@@ -128,6 +130,7 @@ export async function startServiceProxyDouble(opts: {
   return {
     address: server.address() as AddressInfo,
     received,
+    setCertificate: (cert, key) => server.setSecureContext({ cert, key }),
     close: () =>
       new Promise((resolve) => {
         keepAlive.destroy();

@@ -1,10 +1,10 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { SETTINGS } from '../../src/config/settings.ts';
-import { ROOT, makeCerts, type CertSet } from '../harness/certs.ts';
+import { ROOT, makeCerts, standaloneServerEnv, type CertSet } from '../harness/certs.ts';
 
 const CLI = path.join(ROOT, 'src/cli.ts');
 let dir: string;
@@ -39,6 +39,21 @@ test('an invalid value from the environment is named as the operator wrote it', 
   expect(r.stderr).toContain('--connect-timeout (CLUSTER_PROXY_CONNECT_TIMEOUT) must be a duration');
 });
 
+test('certificates that do not load stop the process with a message naming the settings', () => {
+  const garbage = path.join(dir, 'garbage.key');
+  writeFileSync(garbage, '-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n');
+  const common = ['--proxy-server-uds=/tmp/x.sock', `--service-proxy-ca-cert=${certs.file('ca.crt')}`];
+  const bad = run([...common, `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${garbage}`]);
+  expect(bad.status).toBe(2);
+  expect(bad.stderr).toContain('--server-cert (CLUSTER_PROXY_SERVER_CERT), --server-key (CLUSTER_PROXY_SERVER_KEY): the private key cannot be parsed');
+  const mismatch = run([...common, `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('proxy-agent.key')}`]);
+  expect(mismatch.status).toBe(2);
+  expect(mismatch.stderr).toContain('the private key does not match the certificate');
+  const noCa = run(['--proxy-server-uds=/tmp/x.sock', `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`, `--service-proxy-ca-cert=${garbage}`]);
+  expect(noCa.status).toBe(2);
+  expect(noCa.stderr).toContain('--service-proxy-ca-cert (CLUSTER_PROXY_SERVICE_PROXY_CA_CERT): no PEM certificate found');
+});
+
 test('an unknown flag is refused', () => {
   const r = run(['--no-such-flag=1']);
   expect(r.status).toBe(2);
@@ -49,14 +64,8 @@ test('starts from environment variables, reports ready, and exits 0 on SIGTERM',
   const child = spawn(process.execPath, [CLI], {
     env: {
       PATH: process.env.PATH!,
-      CLUSTER_PROXY_SERVER_ADDRESS: '127.0.0.1',
-      CLUSTER_PROXY_SERVER_PORT: '0',
-      CLUSTER_PROXY_HEALTH_ADDRESS: '127.0.0.1',
-      CLUSTER_PROXY_HEALTH_PORT: '0',
-      CLUSTER_PROXY_SERVER_CERT: certs.file('user-server.crt'),
-      CLUSTER_PROXY_SERVER_KEY: certs.file('user-server.key'),
-      CLUSTER_PROXY_SERVICE_PROXY_CA_CERT: certs.file('ca.crt'),
-      CLUSTER_PROXY_PROXY_SERVER_UDS: path.join(dir, 'absent.sock'),
+      ...standaloneServerEnv(certs, dir),
+      CLUSTER_PROXY_SHUTDOWN_DELAY: '100ms',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

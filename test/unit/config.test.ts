@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -125,6 +125,9 @@ describe('buildConfig', () => {
       timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000, upgradeIdleMs: 4 * 3_600_000 },
       limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxRequestsPerCluster: 4096, maxUpgradesPerCluster: 1000, maxClusters: 2000 },
       agentRetryAfterSeconds: 5,
+      tls: { reloadIntervalMs: 60_000 },
+      shutdown: { delayMs: 5_000, graceMs: 20_000 },
+      metrics: { clusterLabelLimit: 0 },
       log: { level: 'info', access: true },
     } satisfies Config);
   });
@@ -386,6 +389,28 @@ describe('helpText', () => {
   test('every environment variable is CLUSTER_PROXY_ plus the flag in upper snake case', () => {
     for (const s of SETTINGS) expect(s.env).toBe(`CLUSTER_PROXY_${s.flag.toUpperCase().replaceAll('-', '_')}`);
     expect(new Set(SETTINGS.map((s) => s.env)).size).toBe(SETTINGS.length);
+  });
+});
+
+describe('operations settings', () => {
+  test('the per-cluster metric label is off by default and takes 0 or a positive count', () => {
+    expect(config(UDS).metrics.clusterLabelLimit).toBe(0);
+    expect(config([...UDS, '--metrics-cluster-labels=25']).metrics.clusterLabelLimit).toBe(25);
+    expect(() => config([...UDS, '--metrics-cluster-labels=-1'])).toThrow(/--metrics-cluster-labels \(CLUSTER_PROXY_METRICS_CLUSTER_LABELS\) must be a whole number/);
+    expect(() => config([...UDS, '--metrics-cluster-labels=lots'])).toThrow(ConfigError);
+  });
+
+  test('shutdown delay and grace, and the certificate re-read interval, are durations', () => {
+    expect(config([...UDS, '--shutdown-delay=0', '--shutdown-grace=1m', '--tls-reload-interval=0'])).toMatchObject({
+      shutdown: { delayMs: 0, graceMs: 60_000 },
+      tls: { reloadIntervalMs: 0 },
+    });
+    expect(() => config([...UDS, '--shutdown-grace=forever'])).toThrow(/--shutdown-grace \(CLUSTER_PROXY_SHUTDOWN_GRACE\) must be a duration/);
+  });
+
+  test('the README configuration table has a row for every setting', () => {
+    const rows = readFileSync(new URL('../../README.md', import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('| `--'));
+    for (const s of SETTINGS) expect(rows.some((r) => r.includes(`\`--${s.flag}\``))).toBe(true);
   });
 });
 
