@@ -111,6 +111,9 @@ export async function startTopology(opts: { go: boolean; watches: boolean }): Pr
       '--health-address=127.0.0.1', `--health-port=${healthPort}`,
       ...tsProxyArgs,
       `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
+      // No drain wait at the end of a run: the process must exit within the stop timeout, or a
+      // --cpu-prof profile is never written.
+      '--shutdown-delay=0', '--shutdown-grace=0',
     ], dir));
     await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, ts);
     servers.set('ts', { base: `https://127.0.0.1:${tsPort}`, pid: ts.pid, metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text() });
