@@ -15,6 +15,7 @@ import { runJob, startHolder } from './lib/jobs.ts';
 import { cpuSeconds, rssMiB, sampleRss } from './lib/proc.ts';
 import { renderMarkdown, renderSvg, type BenchResults, type ScenarioResult, type SystemId, type SystemResult, type TargetCheck } from './lib/report.ts';
 import { median, promValue, round } from './lib/stats.ts';
+import type { LoadResult } from './runners/loadgen.ts';
 import { coldCluster, hashedHost, HOT_CLUSTER, startTopology, UPSTREAM_COMMIT, watchCluster, WATCH_CLUSTERS, type Topology } from './lib/topology.ts';
 
 const { values: args } = parseArgs({
@@ -49,19 +50,6 @@ let systems: SystemId[];
 function endpoint(system: SystemId, cluster: string, query: string): Record<string, unknown> {
   if (system === 'limit') return { tunnel: topo.tunnel, origin: `https://${hashedHost(cluster)}:7443`, path: `${KUBE_PATH}?${query}` };
   return { url: `${topo.servers.get(system)!.base}/${cluster}${KUBE_PATH}?${query}`, caFile: topo.certs.file('ca.crt') };
-}
-
-interface LoadResult {
-  requests: number;
-  seconds: number;
-  rps: number;
-  p50: number;
-  p99: number;
-  bytes: number;
-  errors: number;
-  non2xx: number;
-  cpuSeconds: number;
-  latencies?: number[];
 }
 
 /**
@@ -192,9 +180,7 @@ async function coldWarm(samples: number): Promise<ScenarioResult> {
       }
     }
   }
-  for (const s of systems) if (result.systems[s]?.status !== 'failed') result.systems[s] = finish(all.get(s)!);
-  for (const s of systems) log(`  ${s}: ${JSON.stringify(result.systems[s]?.median)}`);
-  return withRatios(result);
+  return completeScenario(result, all);
 }
 
 /** N watches held open and idle: the user-server's memory and CPU. */
@@ -256,9 +242,7 @@ async function watchEvents(rate: number, seconds: number): Promise<ScenarioResul
       }
     }
   }
-  for (const s of systems) if (result.systems[s]?.status !== 'failed') result.systems[s] = finish(all.get(s)!);
-  for (const s of systems) log(`  ${s}: ${JSON.stringify(result.systems[s]?.median)}`);
-  return withRatios(result);
+  return completeScenario(result, all);
 }
 
 /** kubectl exec over WebSocket: round trips of small stdin messages echoed by the target. */
@@ -283,6 +267,11 @@ async function execRoundTrips(count: number): Promise<ScenarioResult> {
       }
     }
   }
+  return completeScenario(result, all);
+}
+
+/** Medians for every system that did not fail, logged, and the ratios. */
+function completeScenario(result: ScenarioResult, all: Map<SystemId, Record<string, number>[]>): ScenarioResult {
   for (const s of systems) if (result.systems[s]?.status !== 'failed') result.systems[s] = finish(all.get(s)!);
   for (const s of systems) log(`  ${s}: ${JSON.stringify(result.systems[s]?.median)}`);
   return withRatios(result);
