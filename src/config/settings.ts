@@ -52,7 +52,7 @@ export const SETTINGS = [
   spec('max-upgrades-per-cluster', 'count', '1000', 'upgraded sessions (exec, attach, port-forward) open per cluster, each on a tunnel of its own; more get 429'),
   spec('max-clusters', 'count', '2000', 'clusters with open tunnel pools at once'),
   spec('max-header-bytes', 'count', '65536', 'largest request header block accepted from clients'),
-  spec('agent-retry-after', 'duration', '5s', 'Retry-After sent with 503 when a cluster has no connected agent'),
+  spec('agent-retry-after', 'duration', '1s', 'Retry-After sent with 503 when a cluster has no connected agent; client-go retries such a 503 up to 10 times, this long apart'),
   spec('tls-reload-interval', 'duration', '1m', 'also re-read certificate files this often, besides watching their directories (0: watch only)'),
   spec('shutdown-delay', 'duration', '5s', 'on SIGTERM, keep accepting connections this long while /readyz fails, so load balancers stop sending first'),
   spec('shutdown-grace', 'duration', '20s', 'then wait this long for requests in flight; watches, logs -f and upgraded sessions are then closed'),
