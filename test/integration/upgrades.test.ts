@@ -251,7 +251,7 @@ describe('proxy-made answers before the 101 are Kubernetes Status', () => {
 describe('bounds, timeouts and drain', () => {
   let bounded: RunningUserServer;
   beforeAll(async () => {
-    bounded = await chain.startUserServer({ 'max-upgrades-per-cluster': '2', 'response-headers-timeout': '1s', 'client-stall-timeout': '1s' });
+    bounded = await chain.startUserServer({ 'max-upgrades-per-cluster': '2', 'response-headers-timeout': '1s', 'client-stall-timeout': '1s', 'upgrade-idle-timeout': '1500ms' });
   });
   afterAll(async () => {
     await bounded?.close();
@@ -301,6 +301,24 @@ describe('bounds, timeouts and drain', () => {
     await closed;
     await waitFor(() => chain.clusters.a.target.openUpgrades() === before);
     expect(bounded.logs.some((l) => l.includes('"end":"client_stalled"'))).toBe(true);
+  });
+
+  test('a session with no bytes either way for --upgrade-idle-timeout is closed cleanly; traffic keeps it open', async () => {
+    const up = await rawUpgrade(bounded.port, `/cluster-a${EXEC}`);
+    expect(up.status).toBe(101);
+    const ending = readToEnd(up.socket, up.rest);
+    const started = Date.now();
+    // Traffic every 500 ms for 2.5 s: longer than the idle timeout in all, never idle for that long.
+    for (let i = 0; i < 5; i++) {
+      up.socket.write(`ping ${i};`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(up.socket.destroyed).toBe(false);
+    const { data, ended } = await ending;
+    expect(ended).toBe(true);
+    expect(data.toString()).toBe('ping 0;ping 1;ping 2;ping 3;ping 4;');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2500);
+    await waitFor(() => bounded.logs.some((l) => l.includes('"end":"idle"')));
   });
 
   test('closeAll ends open sessions cleanly and answers 503 to one still waiting for its 101', async () => {
