@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { afterAll, beforeAll } from 'vitest';
 import { buildConfig, readSettings } from '../../src/config/config.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createUserServer, type UserServer } from '../../src/server/user-server.ts';
@@ -167,4 +168,30 @@ async function startUserServerFor(chain: Chain, settings: Record<string, string>
     logs,
     close: () => server.close(),
   };
+}
+
+export interface ChainWithServer {
+  chain: Chain;
+  us: RunningUserServer;
+  /** The CA that signed the user-server's serving certificate. */
+  ca: Buffer;
+}
+
+/**
+ * The usual set-up of an integration file: one chain and one user-server for all its tests, started
+ * before them and stopped after them. `take` receives them once they run.
+ */
+export function useChain(take: (c: ChainWithServer) => void, opts: Parameters<typeof startChain>[0] = {}, settings: Record<string, string> = {}): void {
+  let c: Partial<ChainWithServer> = {};
+  beforeAll(async () => {
+    c.chain = await startChain(opts);
+    c.us = await c.chain.startUserServer(settings);
+    c.ca = c.chain.certs.read('ca.crt');
+    take(c as ChainWithServer);
+  });
+  afterAll(async () => {
+    await c.us?.close();
+    await c.chain?.close();
+    c = {};
+  });
 }

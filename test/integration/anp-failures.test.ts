@@ -3,22 +3,14 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { isProxyError } from '../../src/errors/proxy-error.ts';
 import { openTunnel } from '../../src/tunnel/anp-tunnel.ts';
 import { startProxyServer, type ProxyServer } from '../harness/anp.ts';
-import { hashedHost, startChain, type Chain, type RunningUserServer } from '../harness/chain.ts';
+import { hashedHost, type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
 import { h1, h2 } from '../harness/client.ts';
 
 // anp.md matrix cases 3, 4, 6, 11, 13 and unknown clusters, against the real ANP v0.34.0 (era C).
 let chain: Chain;
 let us: RunningUserServer;
 let ca: Buffer;
-beforeAll(async () => {
-  chain = await startChain();
-  us = await chain.startUserServer();
-  ca = chain.certs.read('ca.crt');
-});
-afterAll(async () => {
-  await us?.close();
-  await chain?.close();
-});
+useChain((c) => ({ chain, us, ca } = c));
 
 describe('errors made by the proxy are Kubernetes Status responses', () => {
   test('agent dial refused at the destination (case 11): 502 naming the reason', async () => {

@@ -1,20 +1,12 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startChain, type Chain, type RunningUserServer } from '../harness/chain.ts';
+import { describe, expect, test } from 'vitest';
+import { type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
 import { h1, h2 } from '../harness/client.ts';
 
 // Routing through the real chain: user-server -> ANP proxy-server -> agent -> service-proxy double -> target.
 let chain: Chain;
 let us: RunningUserServer;
 let ca: Buffer;
-beforeAll(async () => {
-  chain = await startChain();
-  us = await chain.startUserServer();
-  ca = chain.certs.read('ca.crt');
-});
-afterAll(async () => {
-  await us?.close();
-  await chain?.close();
-});
+useChain((c) => ({ chain, us, ca } = c));
 
 const lastReceived = (c: 'a' | 'b') => chain.clusters[c].serviceProxy.received.at(-1)!;
 

@@ -1,24 +1,16 @@
 import { createHash } from 'node:crypto';
 import https from 'node:https';
 import { Pool } from 'undici';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { metricValue } from '../harness/anp.ts';
-import { startChain, type Chain, type RunningUserServer } from '../harness/chain.ts';
+import { type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
 import { h1, h2 } from '../harness/client.ts';
 import { patternSha256 } from '../harness/cluster-target.ts';
 
 let chain: Chain;
 let us: RunningUserServer;
 let ca: Buffer;
-beforeAll(async () => {
-  chain = await startChain();
-  us = await chain.startUserServer({ 'max-tunnels-per-cluster': '8' });
-  ca = chain.certs.read('ca.crt');
-});
-afterAll(async () => {
-  await us?.close();
-  await chain?.close();
-});
+useChain((c) => ({ chain, us, ca } = c), {}, { 'max-tunnels-per-cluster': '8' });
 
 const MiB = 1024 * 1024;
 

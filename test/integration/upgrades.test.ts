@@ -3,22 +3,14 @@ import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { metricValue } from '../harness/anp.ts';
-import { startChain, type Chain, type RunningUserServer } from '../harness/chain.ts';
+import { type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
 import { h1 } from '../harness/client.ts';
 
 let chain: Chain;
 let us: RunningUserServer;
 let ca: Buffer;
-beforeAll(async () => {
-  // destHost only, as the addon runs ANP: a cluster with no agent of its own gets no tunnel (503).
-  chain = await startChain({ strategies: 'destHost' });
-  us = await chain.startUserServer();
-  ca = chain.certs.read('ca.crt');
-});
-afterAll(async () => {
-  await us?.close();
-  await chain?.close();
-});
+// destHost only, as the addon runs ANP: a cluster with no agent of its own gets no tunnel (503).
+useChain((c) => ({ chain, us, ca } = c), { strategies: 'destHost' });
 
 const EXEC = '/api/v1/namespaces/ns1/pods/p1/exec?command=sh&command=-c&command=echo%20a%2Fb&stdin=true&stdout=true';
 
