@@ -4,6 +4,8 @@
  */
 export type ProxyErrorCode =
   | 'BAD_PATH'
+  | 'MALFORMED_REQUEST'
+  | 'HEADERS_TOO_LARGE'
   | 'INVALID_CLUSTER_NAME'
   | 'INVALID_SERVICE'
   | 'BAD_REQUEST_BODY'
@@ -30,6 +32,8 @@ interface CodeInfo {
 /** Kubernetes has no StatusReason for 502; "BadGateway" reads well in `kubectl` ("Error from server (BadGateway)"). */
 const CODES: Record<ProxyErrorCode, CodeInfo> = {
   BAD_PATH: { status: 400, reason: 'BadRequest' },
+  MALFORMED_REQUEST: { status: 400, reason: 'BadRequest' },
+  HEADERS_TOO_LARGE: { status: 431, reason: 'RequestHeaderFieldsTooLarge' },
   INVALID_CLUSTER_NAME: { status: 400, reason: 'BadRequest' },
   INVALID_SERVICE: { status: 400, reason: 'BadRequest' },
   BAD_REQUEST_BODY: { status: 400, reason: 'BadRequest' },

@@ -11,6 +11,7 @@ import { Metrics } from '../observability/metrics.ts';
 import { requestIdGenerator, saneRequestId } from '../observability/request-id.ts';
 import type { TunnelOptions } from '../tunnel/anp-tunnel.ts';
 import { compileTargetTemplate } from '../tunnel/target-host.ts';
+import { statusResponse } from '../upgrade/response-head.ts';
 import { createUpgradeHandler, type UpgradeHandler } from '../upgrade/upgrade-handler.ts';
 import { asClientResponse } from '../upstream/forward.ts';
 import { TunnelPools } from '../upstream/tunnel-pool.ts';
@@ -114,22 +115,18 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
       sendStatus(asClientResponse(reply.raw), new ProxyError('BAD_PATH', `malformed request: ${err.message}`));
     },
     clientErrorHandler: (err: Error, socket: Socket) => {
-      const tooLarge = (err as { code?: string }).code === 'HPE_HEADER_OVERFLOW';
-      const status = tooLarge ? 431 : 400;
-      const body = JSON.stringify({
-        kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', code: status,
-        reason: tooLarge ? 'RequestHeaderFieldsTooLarge' : 'BadRequest',
-        message: tooLarge ? `request headers exceed ${config.server.maxHeaderBytes} bytes` : 'malformed HTTP request',
-      });
       if (answered.has(socket)) return;
       answered.add(socket);
       if (!socket.writable) {
         socket.destroy();
         return;
       }
+      const error = (err as { code?: string }).code === 'HPE_HEADER_OVERFLOW'
+        ? new ProxyError('HEADERS_TOO_LARGE', `request headers exceed ${config.server.maxHeaderBytes} bytes`)
+        : new ProxyError('MALFORMED_REQUEST', 'malformed HTTP request');
       // Written without end(): closing while the client is still sending makes the kernel reset the
       // connection, and the reset overtakes the answer. Connection: close lets the client hang up first.
-      socket.write(`HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      socket.write(statusResponse(error));
       setTimeout(() => socket.destroy(), 2_000).unref();
     },
   };
