@@ -10,6 +10,7 @@ import type { TunnelTarget } from '../tunnel/anp-tunnel.ts';
 import { forward, type ClientRequest, type ClientResponse } from '../upstream/forward.ts';
 import type { TunnelPools } from '../upstream/tunnel-pool.ts';
 import type { DrainState } from './drain.ts';
+import { PerClusterLimit } from './per-cluster-limit.ts';
 
 export interface ProxyHandlerDeps {
   pools: TunnelPools;
@@ -33,7 +34,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
   // The access line is built from fixed scalar fields (no headers, no query, no error objects), so the
   // redaction paths can never match it; running them cost ~17 us per request (bench/README.md).
   const accessLogger = deps.logger.child({}, { redact: [] });
-  const inFlight = new Map<string, number>();
+  const inFlight = new PerClusterLimit(deps.maxRequestsPerCluster);
   const origins = new Map<TunnelTarget, string>();
   const originOf = (t: TunnelTarget): string => {
     let o = origins.get(t);
@@ -64,15 +65,13 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
 
     const kind: RequestKind = route.kind;
     const cluster = route.cluster;
-    const count = inFlight.get(cluster) ?? 0;
-    if (count >= deps.maxRequestsPerCluster) {
+    if (!inFlight.tryAcquire(cluster)) {
       const e = new ProxyError('TOO_MANY_REQUESTS', `too many requests in flight to cluster ${cluster} (limit ${deps.maxRequestsPerCluster}); retry shortly`, { retryAfterSeconds: 1 });
       sendStatus(res, e, cluster, requestId);
       deps.metrics.requestRejected(method, e.statusCode);
       if (deps.accessLog) deps.logger.info({ reqId: requestId, cluster, method, path: route.upstreamPathname, status: e.statusCode, error: e.code }, 'rejected');
       return;
     }
-    inFlight.set(cluster, count + 1);
     deps.metrics.requestStarted(kind);
 
     const target = deps.targetFor(cluster);
@@ -95,9 +94,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
     );
     shortDone?.();
 
-    const left = (inFlight.get(cluster) ?? 1) - 1;
-    if (left === 0) inFlight.delete(cluster);
-    else inFlight.set(cluster, left);
+    inFlight.release(cluster);
 
     let status = result.statusCode ?? 0;
     if (result.errorBeforeHeaders !== undefined) {

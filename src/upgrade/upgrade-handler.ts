@@ -8,6 +8,7 @@ import { addKubeRequestFields } from '../observability/request-info.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
 import { parseRequestTarget, type Route } from '../routing/request-target.ts';
 import { openTunnel, type TunnelOptions, type TunnelTarget } from '../tunnel/anp-tunnel.ts';
+import { PerClusterLimit } from '../server/per-cluster-limit.ts';
 import { refusalHead, statusResponse, switchingProtocolsHead } from './response-head.ts';
 import { splice, type Splice, type SpliceResult } from './splice.ts';
 
@@ -53,14 +54,8 @@ const CLIENT_GONE = 'client gone';
  * is relayed as a normal response and the connection closed.
  */
 export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
-  const perCluster = new Map<string, number>();
+  const perCluster = new PerClusterLimit(deps.maxUpgradesPerCluster);
   const sessions = new Set<Session>();
-
-  const release = (cluster: string): void => {
-    const left = (perCluster.get(cluster) ?? 1) - 1;
-    if (left === 0) perCluster.delete(cluster);
-    else perCluster.set(cluster, left);
-  };
 
   const handle = (req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string): void => {
     const started = performance.now();
@@ -79,15 +74,13 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
       return;
     }
     const cluster = route.cluster;
-    const count = perCluster.get(cluster) ?? 0;
-    if (count >= deps.maxUpgradesPerCluster) {
+    if (!perCluster.tryAcquire(cluster)) {
       const e = new ProxyError('TOO_MANY_REQUESTS', `too many upgraded sessions (exec, attach, port-forward) open to cluster ${cluster} (limit ${deps.maxUpgradesPerCluster}); retry later`, { retryAfterSeconds: 5 });
       socket.end(statusResponse(e, cluster));
       deps.metrics.requestRejected(method, e.statusCode);
       logLine({ status: e.statusCode, error: e.code, bytesUp: 0, bytesDown: 0 });
       return;
     }
-    perCluster.set(cluster, count + 1);
     deps.metrics.requestStarted('upgrade');
 
     const abort = new AbortController();
@@ -107,7 +100,7 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
       if (finished) return;
       finished = true;
       sessions.delete(session);
-      release(cluster);
+      perCluster.release(cluster);
       const seconds = (performance.now() - started) / 1000;
       deps.metrics.requestFinished('upgrade', method, status, seconds);
       logLine({ status, error: errorCode, bytesUp: result.bytesUp, bytesDown: result.bytesDown, end: result.end, seconds, message: errorMessage });
