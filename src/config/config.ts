@@ -12,7 +12,7 @@ export interface Config {
   serviceProxyCaFile: string;
   targetTemplate: string;
   timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number; upgradeIdleMs: number };
-  limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxRequestsPerCluster: number; maxUpgradesPerCluster: number; maxClusters: number };
+  limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxStreamsPerTunnel: number; maxRequestsPerCluster: number; maxUpgradesPerCluster: number; maxClusters: number };
   agentRetryAfterSeconds: number;
   tls: { reloadIntervalMs: number };
   shutdown: { delayMs: number; graceMs: number };
@@ -112,6 +112,7 @@ export function buildConfig(raw: Raw): Config {
     limits: {
       maxTunnelsPerCluster: required('max-tunnels-per-cluster', parseCount),
       maxStreamsPerCluster: required('max-streams-per-cluster', parseCount),
+      maxStreamsPerTunnel: required('max-streams-per-tunnel', parseCountOrZero),
       maxRequestsPerCluster: required('max-requests-per-cluster', parseCount),
       maxUpgradesPerCluster: required('max-upgrades-per-cluster', parseCount),
       maxClusters: required('max-clusters', parseCount),

@@ -48,6 +48,7 @@ export const SETTINGS = [
   spec('idle-tunnel-timeout', 'duration', '90s', 'pooled tunnels idle this long are closed'),
   spec('max-tunnels-per-cluster', 'count', '64', 'keep-alive tunnels per cluster for ordinary requests'),
   spec('max-streams-per-cluster', 'count', '2000', 'tunnels per cluster for long-running requests (watch, logs -f)'),
+  spec('max-streams-per-tunnel', 'count', '100', 'long-running requests sharing one tunnel as HTTP/2 streams, when the service-proxy offers h2 (the Go one does); 0 keeps them on HTTP/1.1, one tunnel each'),
   spec('max-requests-per-cluster', 'count', '4096', 'requests in flight or queued per cluster; more get 429'),
   spec('max-upgrades-per-cluster', 'count', '1000', 'upgraded sessions (exec, attach, port-forward) open per cluster, each on a tunnel of its own; more get 429'),
   spec('max-clusters', 'count', '2000', 'clusters with open tunnel pools at once'),

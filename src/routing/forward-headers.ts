@@ -93,12 +93,14 @@ export function buildUpstreamHeaders(input: ForwardRequestInput): string[] {
 }
 
 /**
- * Response headers to relay to the client, without hop-by-hop headers. Takes undici's raw list
- * (Buffers or strings) so duplicates such as Set-Cookie keep their order.
+ * Response headers as undici hands them over: over HTTP/1.1 the raw list (Buffers or strings, duplicates
+ * such as Set-Cookie in order), over HTTP/2 Node's header object (pseudo-headers already removed).
  */
-export function buildResponseHeaders(raw: readonly (Buffer | string)[]): string[] {
-  const strings: string[] = new Array(raw.length);
-  for (let i = 0; i < raw.length; i++) strings[i] = raw[i]!.toString('latin1');
+export type UpstreamHeaders = readonly (Buffer | string)[] | Readonly<Record<string, string | string[] | undefined>>;
+
+/** Response headers to relay to the client, as name/value pairs, without hop-by-hop headers. */
+export function buildResponseHeaders(raw: UpstreamHeaders): string[] {
+  const strings = headerPairs(raw);
   const listed = connectionListedNames(strings);
   const out: string[] = [];
   for (let i = 0; i < strings.length; i += 2) {
@@ -109,6 +111,21 @@ export function buildResponseHeaders(raw: readonly (Buffer | string)[]): string[
     out.push(name, strings[i + 1]!);
   }
   return out;
+}
+
+function headerPairs(raw: UpstreamHeaders): string[] {
+  if (Array.isArray(raw)) {
+    const strings: string[] = new Array(raw.length);
+    for (let i = 0; i < raw.length; i++) strings[i] = raw[i]!.toString('latin1');
+    return strings;
+  }
+  const pairs: string[] = [];
+  for (const [name, value] of Object.entries(raw)) {
+    if (value === undefined || name.startsWith(':')) continue;
+    if (Array.isArray(value)) for (const v of value) pairs.push(name, v);
+    else pairs.push(name, value);
+  }
+  return pairs;
 }
 
 /** Names listed in Connection headers (RFC 9110 section 7.6.1), lower-cased; undefined when there are none. */

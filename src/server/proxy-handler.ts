@@ -81,6 +81,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
       {
         dispatcher: longRunning ? deps.pools.streams : deps.pools.short,
         origin: originOf(target),
+        servername: target.host,
         method,
         path: route.upstreamPath,
         headers: buildUpstreamHeaders({ rawHeaders: req.rawHeaders, clientAddress: req.socket?.remoteAddress, target: route.target }),

@@ -72,6 +72,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
   const pools = new TunnelPools(tunnel, {
     maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
     maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
+    maxStreamsPerTunnel: config.limits.maxStreamsPerTunnel,
     idleTimeoutMs: config.timeouts.idleTunnelMs,
     maxClusters: config.limits.maxClusters,
     headersTimeoutMs: config.timeouts.responseHeadersMs,

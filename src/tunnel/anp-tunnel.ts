@@ -18,6 +18,11 @@ export interface TunnelTarget {
   /** Host the agent dials and the service-proxy certificate must name; also the TLS SNI. */
   host: string;
   port: number;
+  /**
+   * Offer h2 as well as http/1.1 to the service-proxy. Only for tunnels that carry ordinary requests:
+   * WebSocket and SPDY upgrades need HTTP/1.1.
+   */
+  http2?: boolean;
 }
 
 export type DialOutcome =
@@ -230,8 +235,7 @@ export function openTunnel(opts: TunnelOptions, target: TunnelTarget, signal?: A
         host: target.host,
         servername: net.isIP(target.host) === 0 ? target.host : undefined,
         secureContext: opts.serviceProxyTls(),
-        // The service-proxy hop is HTTP/1.1 so that SPDY and WebSocket upgrades work on it.
-        ALPNProtocols: ['http/1.1'],
+        ALPNProtocols: target.http2 === true ? ['h2', 'http/1.1'] : ['http/1.1'],
       });
       inner.once('error', onInnerError);
       inner.once('secureConnect', () => {

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Dispatcher } from 'undici';
 import { ProxyError, isProxyError } from '../errors/proxy-error.ts';
-import { buildResponseHeaders } from '../routing/forward-headers.ts';
+import { buildResponseHeaders, type UpstreamHeaders } from '../routing/forward-headers.ts';
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest;
 
@@ -29,6 +29,12 @@ export interface ForwardRequest {
   dispatcher: Dispatcher;
   /** `https://<target host>:<port>`: undici keys its tunnel pools by this. */
   origin: string;
+  /**
+   * The service-proxy's name, the same for every request to the cluster. undici otherwise derives a
+   * server name from each request's Host header, which we relay as the client sent it, and closes a
+   * pooled tunnel whenever the next request's differs ("servername changed").
+   */
+  servername: string;
   method: string;
   path: string;
   headers: string[];
@@ -75,10 +81,16 @@ export function forward(req: ForwardRequest, res: ClientResponse): Promise<Forwa
       return;
     }
     try {
-      req.dispatcher.dispatch(
-        { origin: req.origin, path: req.path, method: req.method, headers: req.headers, body: req.body },
-        handler,
-      );
+      // `servername` is read by undici's Request (core/request.js) but missing from its typings.
+      const options: Dispatcher.DispatchOptions & { servername: string } = {
+        origin: req.origin,
+        servername: req.servername,
+        path: req.path,
+        method: req.method,
+        headers: req.headers,
+        body: req.body,
+      };
+      req.dispatcher.dispatch(options, handler);
     } catch (err) {
       handler.failBeforeStart(err);
     }
@@ -168,7 +180,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   ): void {
     this.result.statusCode = statusCode;
     this.result.firstByteSeconds = (performance.now() - this.started) / 1000;
-    const raw = (controller as unknown as { rawHeaders: (Buffer | string)[] | null }).rawHeaders ?? [];
+    const raw = (controller as unknown as { rawHeaders: UpstreamHeaders | null }).rawHeaders ?? [];
     const res = this.res;
     res.writeHead(statusCode, withExtraHeaders(buildResponseHeaders(raw), this.extraHeaders));
     // Headers of a watch or `logs -f` (streamed, so without Content-Length) must reach the client before

@@ -4,8 +4,10 @@ import { openTunnel, type TunnelOptions } from '../tunnel/anp-tunnel.ts';
 export interface PoolLimits {
   /** Keep-alive tunnels per cluster for ordinary requests. */
   maxTunnelsPerCluster: number;
-  /** Tunnels per cluster for long-running requests (watch, logs -f); each holds one while it streams. */
+  /** Tunnels per cluster for long-running requests (watch, logs -f). */
   maxStreamsPerCluster: number;
+  /** HTTP/2 streams per tunnel for long-running requests; 0 keeps them on HTTP/1.1, one tunnel each. */
+  maxStreamsPerTunnel: number;
   /** Idle time after which a pooled tunnel is closed. */
   idleTimeoutMs: number;
   /** Distinct clusters with open pools; further clusters wait for an idle pool to go away. */
@@ -19,20 +21,24 @@ export interface PoolLimits {
  * (https://<target host>:<port>), so undici keeps one pool of keep-alive tunnels per cluster. Long-running
  * requests get their own pool: with HTTP/1.1 each one holds a tunnel for its whole life, and in a shared
  * pool a few hundred watches would starve every short request to that cluster.
+ *
+ * The long-running pool offers h2, which the Go service-proxy accepts, so that one tunnel carries many
+ * watches: a watch then costs an HTTP/2 stream instead of two TLS sessions. HTTP/2 flow control is per
+ * stream, so a client that stops reading stalls only its own stream. Short requests stay on HTTP/1.1,
+ * where undici's parser is fastest and 64 tunnels already spread the load.
  */
 export class TunnelPools {
   readonly short: Dispatcher;
   readonly streams: Dispatcher;
 
   constructor(tunnel: TunnelOptions, limits: PoolLimits) {
-    const connect: Agent.Options['connect'] = (opts, cb) => {
-      openTunnel(tunnel, { host: opts.hostname, port: Number(opts.port) }).then(
+    const connector = (http2: boolean): Agent.Options['connect'] => (opts, cb) => {
+      openTunnel(tunnel, { host: opts.hostname, port: Number(opts.port), http2 }).then(
         (socket) => cb(null, socket),
         (err: Error) => cb(err, null),
       );
     };
     const common = {
-      connect,
       keepAliveTimeout: limits.idleTimeoutMs,
       keepAliveMaxTimeout: limits.idleTimeoutMs,
       keepAliveTimeoutThreshold: 1_000,
@@ -42,8 +48,16 @@ export class TunnelPools {
       maxOrigins: limits.maxClusters,
       pipelining: 1,
     } satisfies Agent.Options;
-    this.short = new Agent({ ...common, connections: limits.maxTunnelsPerCluster });
-    this.streams = new Agent({ ...common, connections: limits.maxStreamsPerCluster });
+    this.short = new Agent({ ...common, connect: connector(false), allowH2: false, connections: limits.maxTunnelsPerCluster });
+    const http2 = limits.maxStreamsPerTunnel > 0;
+    this.streams = new Agent({
+      ...common,
+      connect: connector(http2),
+      allowH2: http2,
+      // undici takes the lower of this and the service-proxy's SETTINGS_MAX_CONCURRENT_STREAMS (Go: 250).
+      ...(http2 ? { h2Options: { maxConcurrentStreams: limits.maxStreamsPerTunnel } } : {}),
+      connections: limits.maxStreamsPerCluster,
+    });
   }
 
   async close(): Promise<void> {

@@ -56,7 +56,13 @@ export interface RunningUserServer {
  * double on <ip>:7443, and behind each double a target that says which cluster it is (or, with `kube`, that
  * cluster's real kube-apiserver from test/harness/kube.ts).
  */
-export async function startChain(opts: { uds?: boolean; strategies?: string; kube?: KubeTargets } = {}): Promise<Chain> {
+export async function startChain(opts: {
+  uds?: boolean;
+  strategies?: string;
+  kube?: KubeTargets;
+  /** Clusters whose service-proxy offers only http/1.1 (the Go one also offers h2). */
+  http1OnlyServiceProxies?: string[];
+} = {}): Promise<Chain> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-chain-'));
   const certs = makeCerts(path.join(dir, 'certs'));
   const block = loopbackBlock();
@@ -71,6 +77,7 @@ export async function startChain(opts: { uds?: boolean; strategies?: string; kub
         key: certs.read('service-proxy.key'),
         kubeTarget: opts.kube?.targets[name] ?? target.url,
         targetCa: opts.kube?.ca,
+        http2: !opts.http1OnlyServiceProxies?.includes(name),
         services: { [`https://echo.tools.svc:8443`]: target.url, [`http://plain.tools.svc:8080`]: target.url },
       });
       cleanups.push(() => serviceProxy.close(), () => target.close());

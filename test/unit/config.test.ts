@@ -123,7 +123,7 @@ describe('buildConfig', () => {
       serviceProxyCaFile: FILES.serviceProxyCa,
       targetTemplate: 'cluster-{hash}.open-cluster-management.proxy:7443',
       timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000, upgradeIdleMs: 4 * 3_600_000 },
-      limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxRequestsPerCluster: 4096, maxUpgradesPerCluster: 1000, maxClusters: 2000 },
+      limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxStreamsPerTunnel: 100, maxRequestsPerCluster: 4096, maxUpgradesPerCluster: 1000, maxClusters: 2000 },
       agentRetryAfterSeconds: 1,
       tls: { reloadIntervalMs: 60_000 },
       shutdown: { delayMs: 5_000, graceMs: 20_000 },
@@ -284,8 +284,8 @@ describe('buildConfig', () => {
   });
 
   test('counts reach the limits', () => {
-    const c = config([...UDS, '--max-tunnels-per-cluster', '1', '--max-streams-per-cluster', '2', '--max-requests-per-cluster', '3', '--max-clusters', '4', '--max-header-bytes', '16384', '--max-upgrades-per-cluster', '5']);
-    expect(c.limits).toEqual({ maxTunnelsPerCluster: 1, maxStreamsPerCluster: 2, maxRequestsPerCluster: 3, maxUpgradesPerCluster: 5, maxClusters: 4 });
+    const c = config([...UDS, '--max-tunnels-per-cluster', '1', '--max-streams-per-cluster', '2', '--max-requests-per-cluster', '3', '--max-clusters', '4', '--max-header-bytes', '16384', '--max-upgrades-per-cluster', '5', '--max-streams-per-tunnel', '0']);
+    expect(c.limits).toEqual({ maxTunnelsPerCluster: 1, maxStreamsPerCluster: 2, maxStreamsPerTunnel: 0, maxRequestsPerCluster: 3, maxUpgradesPerCluster: 5, maxClusters: 4 });
     expect(c.server.maxHeaderBytes).toBe(16384);
   });
 

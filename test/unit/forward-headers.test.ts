@@ -195,6 +195,11 @@ describe('buildResponseHeaders', () => {
     expect(out).toEqual(['Content-Length', '0']);
   });
 
+  test('an HTTP/2 header object becomes pairs: arrays expand in order, pseudo-headers are left out', () => {
+    const out = buildResponseHeaders({ ':status': '200', 'content-type': 'application/json', 'set-cookie': ['a=1', 'b=2'], 'audit-id': 'xyz', 'x-none': undefined });
+    expect(out).toEqual(['content-type', 'application/json', 'set-cookie', 'a=1', 'set-cookie', 'b=2', 'audit-id', 'xyz']);
+  });
+
   test('TE is dropped from a response even when it says trailers', () => {
     expect(buildResponseHeaders(['TE', 'trailers', 'X-A', '1'])).toEqual(['X-A', '1']);
   });

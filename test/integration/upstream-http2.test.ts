@@ -1,0 +1,142 @@
+import https from 'node:https';
+import { describe, expect, test } from 'vitest';
+import { metricValue } from '../harness/anp.ts';
+import { type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
+
+// Long-running requests ride HTTP/2 streams to the service-proxy when it offers h2, as the Go one does.
+// Cluster a's service-proxy double offers h2 and http/1.1; cluster b's offers only http/1.1.
+let chain: Chain;
+let us: RunningUserServer;
+let ca: Buffer;
+useChain((c) => ({ chain, us, ca } = c), { http1OnlyServiceProxies: ['1-cluster-b'] }, { 'client-stall-timeout': '5s' });
+
+const MiB = 1024 * 1024;
+
+interface Watch {
+  status: number;
+  lines: number;
+  /** How the response ended: complete, or cut off by the proxy or the network. */
+  how: 'complete' | 'aborted';
+}
+
+/** A watch over its own HTTP/1.1 connection, read to the end. */
+function watch(port: number, path: string, onData?: (res: import('node:http').IncomingMessage) => void): Promise<Watch> {
+  return new Promise((resolve) => {
+    const req = https.request({ host: '127.0.0.1', port, path, ca, servername: 'localhost', agent: false }, (res) => {
+      let text = '';
+      onData?.(res);
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode!, lines: text.split('\n').length - 1, how: res.complete ? 'complete' : 'aborted' }));
+      res.on('aborted', () => resolve({ status: res.statusCode!, lines: text.split('\n').length - 1, how: 'aborted' }));
+      res.on('error', () => resolve({ status: res.statusCode!, lines: text.split('\n').length - 1, how: 'aborted' }));
+    });
+    req.on('error', () => resolve({ status: 0, lines: 0, how: 'aborted' }));
+    req.end();
+  });
+}
+
+const dials = (server: RunningUserServer = us): Promise<number> => server.server.metrics.successfulDials();
+const received = (cluster: 'a' | 'b', marker: string) => chain.clusters[cluster].serviceProxy.received.filter((r) => r.url.includes(marker));
+
+describe('long-running requests over HTTP/2 to the service-proxy', () => {
+  test('50 concurrent watches to one cluster share one tunnel as HTTP/2 streams, and each streams to the end', async () => {
+    const dialsBefore = await dials();
+    const h2Before = chain.clusters.a.serviceProxy.h2Connections();
+    const results = await Promise.all(Array.from({ length: 50 }, (_v, i) => watch(us.port, `/cluster-a/slow?watch=true&chunks=3&interval=100&n=${i}&m=fifty`)));
+    expect(results.every((r) => r.status === 200 && r.lines === 3 && r.how === 'complete')).toBe(true);
+    // HTTP/1.1 to the service-proxy would need 50 tunnels, one per open watch.
+    expect((await dials()) - dialsBefore).toBeLessThanOrEqual(1);
+    expect(chain.clusters.a.serviceProxy.h2Connections() - h2Before).toBeLessThanOrEqual(1);
+    const atServiceProxy = received('a', 'm=fifty');
+    expect(atServiceProxy).toHaveLength(50);
+    expect(new Set(atServiceProxy.map((r) => r.httpVersion))).toEqual(new Set(['2.0']));
+    // What the service-proxy sees is the same request as over HTTP/1.1: Host kept, routing headers set.
+    expect(atServiceProxy[0]!.headers).toMatchObject({ host: `127.0.0.1:${us.port}`, 'cluster-proxy-service': 'kubernetes', 'cluster-proxy-port': '443' });
+  });
+
+  test('an HTTP/1.1-only service-proxy still serves watches, on a tunnel each', async () => {
+    const dialsBefore = await dials();
+    const results = await Promise.all(Array.from({ length: 5 }, (_v, i) => watch(us.port, `/1-cluster-b/slow?watch=true&chunks=3&interval=100&n=${i}&m=h1only`)));
+    expect(results.every((r) => r.status === 200 && r.lines === 3 && r.how === 'complete')).toBe(true);
+    expect(new Set(received('b', 'm=h1only').map((r) => r.httpVersion))).toEqual(new Set(['1.1']));
+    expect(chain.clusters.b.serviceProxy.h2Connections()).toBe(0);
+    expect((await dials()) - dialsBefore).toBe(5);
+  });
+
+  test('--max-streams-per-tunnel=0 keeps long-running requests on HTTP/1.1', async () => {
+    const own = await chain.startUserServer({ 'max-streams-per-tunnel': '0' });
+    try {
+      const results = await Promise.all(Array.from({ length: 3 }, (_v, i) => watch(own.port, `/cluster-a/slow?watch=true&chunks=2&interval=100&n=${i}&m=off`)));
+      expect(results.map((r) => r.how)).toEqual(['complete', 'complete', 'complete']);
+      expect(new Set(received('a', 'm=off').map((r) => r.httpVersion))).toEqual(new Set(['1.1']));
+      expect(await dials(own)).toBe(3);
+    } finally {
+      await own.close();
+    }
+  });
+
+  test('a client that stops reading stalls only its own stream: a watch on the same tunnel streams to the end meanwhile', async () => {
+    const dialsBefore = await dials();
+    let resumeStalled: (() => void) | undefined;
+    const stalled = watch(us.port, `/cluster-a/large?bytes=${256 * MiB}&watch=true&m=stalled`, (res) => {
+      res.pause();
+      resumeStalled = () => res.resume();
+    });
+    await expect.poll(() => received('a', 'm=stalled').length).toBe(1);
+    // Give the stalled stream time to fill every buffer on its way (its HTTP/2 window included).
+    await new Promise((r) => setTimeout(r, 500));
+    const other = await watch(us.port, '/cluster-a/slow?watch=true&chunks=20&interval=50&m=beside');
+    expect(other).toEqual({ status: 200, lines: 20, how: 'complete' });
+    // The stalled client is still connected: it is cut off only after --client-stall-timeout (5s).
+    expect(us.logs.join('\n')).not.toMatch(/did not read the response/);
+    await expect.poll(() => us.logs.join('\n'), { timeout: 15_000 }).toMatch(/did not read the response for 5000 ms/);
+    resumeStalled!();
+    expect((await stalled).how).toBe('aborted');
+    // Only the stream was reset: the tunnel stayed up and still serves.
+    expect((await watch(us.port, '/cluster-a/slow?watch=true&chunks=2&interval=20&m=after')).how).toBe('complete');
+    expect((await dials()) - dialsBefore).toBeLessThanOrEqual(1);
+  });
+
+  test('a client that goes away cancels only its own stream: the target sees the cancel, a watch beside it goes on', async () => {
+    const abortedBefore = chain.clusters.a.target.aborted();
+    const beside = watch(us.port, '/cluster-a/slow?watch=true&chunks=20&interval=50&m=beside2');
+    await new Promise<void>((resolve) => {
+      const req = https.request({ host: '127.0.0.1', port: us.port, path: '/cluster-a/slow?watch=true&chunks=100&interval=50', ca, servername: 'localhost', agent: false }, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', () => {});
+      req.end();
+    });
+    await expect.poll(() => chain.clusters.a.target.aborted(), { timeout: 5000 }).toBe(abortedBefore + 1);
+    expect(await beside).toEqual({ status: 200, lines: 20, how: 'complete' });
+  });
+});
+
+describe('pooled tunnels', () => {
+  test('requests that carry different Host headers share the pooled tunnels', async () => {
+    // undici would otherwise take each request's Host as the TLS server name and reconnect when it changes.
+    const own = await chain.startUserServer({ 'max-tunnels-per-cluster': '1' });
+    const client = new https.Agent({ keepAlive: true, maxSockets: 1, ca, servername: 'localhost' });
+    try {
+      for (let i = 0; i < 40; i++) {
+        const host = i % 2 === 0 ? 'proxy.example.com' : 'cluster-proxy-addon-user.ns.svc:9092';
+        const status = await new Promise<number>((resolve, reject) => {
+          https.get({ host: '127.0.0.1', port: own.port, path: '/cluster-a/api/v1/pods', headers: { host }, agent: client }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode!));
+          }).on('error', reject);
+        });
+        expect(status).toBe(200);
+      }
+      expect(await dials(own)).toBe(1);
+      expect(metricValue(await own.server.metrics.registry.metrics(), 'cluster_proxy_user_server_tunnels_open')).toBe(1);
+    } finally {
+      client.destroy();
+      await own.close();
+    }
+  });
+});
