@@ -131,7 +131,8 @@ export async function startServiceProxyDouble(opts: {
   if (opts.keepAliveTimeoutMs !== undefined) h1.keepAliveTimeout = opts.keepAliveTimeoutMs;
   const sockets = new Set<tls.TLSSocket>();
   let h2Count = 0;
-  const server = tls.createServer({ cert: opts.cert, key: opts.key, ALPNProtocols: opts.http2 === false ? ['http/1.1'] : ['h2', 'http/1.1'] }, (socket) => {
+  // noDelay as http.Server sets it (and Go's net package does): without it Nagle holds small responses.
+  const server = tls.createServer({ cert: opts.cert, key: opts.key, noDelay: true, ALPNProtocols: opts.http2 === false ? ['http/1.1'] : ['h2', 'http/1.1'] }, (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     if (socket.alpnProtocol === 'h2') {
