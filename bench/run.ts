@@ -1,11 +1,13 @@
 // The benchmark: this user-server against the limit (a client pooling its own CONNECT tunnels through
-// the same ANP) and the upstream Go user-server, side by side in one run. See bench/README.md.
+// the same ANP), the upstream Go user-server and the OCM user-server, side by side in one run. See
+// bench/README.md.
 //   node bench/run.ts            short subset (a few minutes)
 //   node bench/run.ts --full     every scenario
 //   node bench/run.ts --smoke    a few seconds, limit and this user-server only (used by the test suite)
-// Options: --out <dir> (default bench/results), --runs N, --seconds S, --systems limit,ts,go,
+// Options: --out <dir> (default bench/results), --runs N, --seconds S, --systems limit,ts,go,ocm,
 //          --only <scenario id prefixes> (e.g. --only watch,cold)
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -16,7 +18,7 @@ import { cpuSeconds, rssMiB, sampleRss } from './lib/proc.ts';
 import { renderMarkdown, renderSvg, type BenchResults, type ScenarioResult, type SystemId, type SystemResult, type TargetCheck } from './lib/report.ts';
 import { median, promValue, round } from './lib/stats.ts';
 import type { LoadResult } from './runners/loadgen.ts';
-import { coldCluster, hashedHost, HOT_CLUSTER, startTopology, UPSTREAM_COMMIT, watchCluster, WATCH_CLUSTERS, type Topology } from './lib/topology.ts';
+import { coldCluster, hashedHost, HOT_CLUSTER, OCM_BIN, OCM_VERSION, startTopology, UPSTREAM_COMMIT, watchCluster, WATCH_CLUSTERS, type Topology } from './lib/topology.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -33,7 +35,7 @@ const mode: BenchResults['mode'] = args.smoke ? 'smoke' : args.full ? 'full' : '
 const RUNS = Number(args.runs ?? (mode === 'smoke' ? 1 : 3));
 const SECONDS = Number(args.seconds ?? (mode === 'smoke' ? 1 : mode === 'full' ? 10 : 5));
 const WARMUP = mode === 'smoke' ? 1 : mode === 'full' ? 3 : 2;
-const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts' : 'limit,ts,go')).split(',') as SystemId[]);
+const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts' : 'limit,ts,go,ocm')).split(',') as SystemId[]);
 
 const only = args.only?.split(',');
 const want = (id: string): boolean => only === undefined || only.some((p) => id.startsWith(p));
@@ -49,7 +51,7 @@ let systems: SystemId[];
 /** Where a system's requests go: a user-server URL, or the limit's origin and path behind its own tunnels. */
 function endpoint(system: SystemId, cluster: string, query: string): Record<string, unknown> {
   if (system === 'limit') return { tunnel: topo.tunnel, origin: `https://${hashedHost(cluster)}:7443`, path: `${KUBE_PATH}?${query}` };
-  return { url: `${topo.servers.get(system)!.base}/${cluster}${KUBE_PATH}?${query}`, caFile: topo.certs.file('ca.crt') };
+  return { url: `${topo.servers.get(system as 'ts')!.base}/${cluster}${KUBE_PATH}?${query}`, caFile: topo.certs.file('ca.crt') };
 }
 
 /**
@@ -66,7 +68,7 @@ function loadJob(system: SystemId, bytes: number, connections: number, seconds: 
 }
 
 async function anpDials(system: SystemId): Promise<number> {
-  const server = system === 'go' ? topo.anpGrpc! : topo.anpHttp;
+  const server = system === 'go' || system === 'ocm' ? topo.anpGrpc! : topo.anpHttp;
   return promValue(await server.metrics(), 'konnectivity_network_proxy_server_dial_duration_seconds_count');
 }
 
@@ -102,6 +104,7 @@ async function httpScenario(id: string, title: string, bytes: number, connection
   const active: SystemId[] = [];
   for (const s of systems) {
     try {
+      await topo.activate(s);
       await runJob('loadgen', { kind: 'check', ...endpoint(s, HOT_CLUSTER, `bytes=${bytes}`), bytes }, 120_000);
       const w = await runJob<LoadResult>('loadgen', loadJob(s, bytes, connections, WARMUP), (WARMUP + 90) * 1000);
       if (w.errors > 0 || w.non2xx > 0) throw new Error(`warm-up: ${w.errors} errors, ${w.non2xx} non-2xx of ${w.requests}`);
@@ -116,6 +119,7 @@ async function httpScenario(id: string, title: string, bytes: number, connection
     for (const s of active) {
       if (result.systems[s]?.status === 'failed') continue;
       try {
+        await topo.activate(s);
         const pid = topo.servers.get(s as 'ts')?.pid;
         const cpu0 = pid !== undefined ? cpuSeconds(pid) : 0;
         const rss = pid !== undefined ? sampleRss(pid) : undefined;
@@ -165,6 +169,7 @@ async function coldWarm(samples: number): Promise<ScenarioResult> {
     for (const s of systems) {
       if (result.systems[s]?.status === 'failed') continue;
       try {
+        await topo.activate(s);
         const e = endpoint(s, coldCluster(k), 'bytes=1024');
         // One request to a warm cluster first, so that the client's start-up and its own TLS handshake
         // with a user-server are not counted as the cluster's cold cost.
@@ -189,7 +194,8 @@ async function idleWatches(count: number): Promise<ScenarioResult> {
   const result: ScenarioResult = { id: `watch-idle-${count}`, title: `${count} concurrent idle watches (HTTP/2, 100 per connection, ${WATCH_CLUSTERS} clusters)`, primary: 'rssMiB', higherIsBetter: false, systems: {} };
   result.systems.limit = { status: 'skipped', reason: 'measures the user-server itself', runs: [], median: {} };
   for (const s of systems.filter((x) => x !== 'limit')) {
-    const server = topo.servers.get(s as 'ts' | 'go')!;
+    await topo.activate(s);
+    const server = topo.servers.get(s as 'ts')!;
     const paths = Array.from({ length: WATCH_CLUSTERS }, (_, i) => `/${watchCluster(i)}${KUBE_PATH}?watch=true&resourceVersion=1`);
     const rssBefore = rssMiB(server.pid);
     const cpu0 = cpuSeconds(server.pid);
@@ -202,12 +208,18 @@ async function idleWatches(count: number): Promise<ScenarioResult> {
       const idleSeconds = mode === 'full' ? 10 : 3;
       await sleep(idleSeconds * 1000);
       const idleCpu = cpuSeconds(server.pid) - idleCpu0;
+      // Where this user-server's memory is: the JS heap (request objects) or outside it (TLS, HTTP/2 sessions).
+      const text = server.metrics !== undefined ? await server.metrics() : '';
+      const heapMiB = text ? promValue(text, 'cluster_proxy_user_server_nodejs_heap_size_used_bytes') / 2 ** 20 : Number.NaN;
+      const externalMiB = text ? promValue(text, 'cluster_proxy_user_server_nodejs_external_memory_bytes') / 2 ** 20 : Number.NaN;
       const row = {
         rssMiB: round(rssMiB(server.pid), 1),
         rssBeforeMiB: round(rssBefore, 1),
         openSeconds: round(opened.seconds, 1),
         openCpuMsPerWatch: round((cpuOpen * 1000) / count, 2),
         idleCpuPercent: round((idleCpu / idleSeconds) * 100, 1),
+        heapUsedMiB: round(heapMiB, 1),
+        externalMiB: round(externalMiB, 1),
       };
       result.systems[s] = finish([row]);
       log(`  ${s}: ${JSON.stringify(row)}`);
@@ -232,6 +244,7 @@ async function watchEvents(rate: number, seconds: number): Promise<ScenarioResul
     for (const s of systems) {
       if (result.systems[s]?.status === 'failed') continue;
       try {
+        await topo.activate(s);
         const e = endpoint(s, HOT_CLUSTER, `watch=true&events=${rate}`);
         const res = await runJob<{ events: number; perSecond: number; p50: number; p99: number; max: number; gaps: number }>('watch-client', { kind: 'events', ...e, seconds }, (seconds + 60) * 1000);
         if (res.gaps > 0 || res.perSecond < rate * 0.8) throw new Error(`${res.perSecond} events/s arrived, ${res.gaps} gaps`);
@@ -255,10 +268,11 @@ async function execRoundTrips(count: number): Promise<ScenarioResult> {
     for (const s of systems) {
       if (result.systems[s]?.status === 'failed') continue;
       try {
+        await topo.activate(s);
         const e: Record<string, unknown> =
           s === 'limit'
             ? { tunnel: topo.tunnel, origin: `https://${hashedHost(HOT_CLUSTER)}:7443`, path: execPath }
-            : { url: `${topo.servers.get(s)!.base}/${HOT_CLUSTER}${execPath}`, caFile: topo.certs.file('ca.crt') };
+            : { url: `${topo.servers.get(s as 'ts')!.base}/${HOT_CLUSTER}${execPath}`, caFile: topo.certs.file('ca.crt') };
         const res = await runJob<{ count: number; p50: number; p99: number; max: number }>('watch-client', { kind: 'exec', ...e, count }, 120_000);
         all.get(s)!.push({ p50: round(res.p50, 3), p99: round(res.p99, 3), max: round(res.max, 2) });
       } catch (err) {
@@ -282,8 +296,10 @@ function withRatios(result: ScenarioResult): ScenarioResult {
   const ts = v('ts');
   const limit = v('limit');
   const go = v('go');
+  const ocm = v('ocm');
   if (ts !== undefined && limit !== undefined && limit !== 0) result.tsOverLimit = round(ts / limit, 3);
   if (ts !== undefined && go !== undefined && go !== 0) result.tsOverGo = round(ts / go, 3);
+  if (ts !== undefined && ocm !== undefined && ocm !== 0) result.tsOverOcm = round(ts / ocm, 3);
   return result;
 }
 
@@ -302,6 +318,8 @@ function targets(scenarios: ScenarioResult[]): TargetCheck[] {
   checks[checks.length - 1]!.limitValue = roundOrNull(div(get(c, 'limit', 'rps'), get(c, 'go', 'rps')));
   add('1 KiB @64: p99, this / upstream Go', div(get(c, 'ts', 'p99'), get(c, 'go', 'p99')), '<= 0.1', (v) => v <= 0.1);
   checks[checks.length - 1]!.limitValue = roundOrNull(div(get(c, 'limit', 'p99'), get(c, 'go', 'p99')));
+  add('1 KiB @64: req/s, this / OCM user-server', div(get(c, 'ts', 'rps'), get(c, 'ocm', 'rps')), '> 1', (v) => v > 1);
+  checks[checks.length - 1]!.limitValue = roundOrNull(div(get(c, 'limit', 'rps'), get(c, 'ocm', 'rps')));
   add('1 KiB @64: req/s, this / limit', div(get(c, 'ts', 'rps'), get(c, 'limit', 'rps')), '>= 0.6', (v) => v >= 0.6);
   add('1 MiB: MB/s, this / limit', div(get('mib1', 'ts', 'mbps'), get('mib1', 'limit', 'mbps')), '>= 0.8', (v) => v >= 0.8);
   add('1 KiB @64: user-server CPU per request (us)', get(c, 'ts', 'serverCpuUsPerReq'), '<= 35', (v) => v <= 35);
@@ -319,9 +337,15 @@ async function main(): Promise<number> {
   const started = new Date();
   const cpus = os.cpus();
   log(`mode ${mode}: ${RUNS} runs of ${SECONDS} s after ${WARMUP} s warm-up; systems ${[...wanted].join(', ')}`);
-  topo = await startTopology({ go: wanted.has('go'), watches: mode === 'full' && (want('watch-idle-1000') || want('watch-idle-10000')) });
-  systems = (['limit', 'ts', 'go'] as SystemId[]).filter((s) => wanted.has(s) && (s !== 'go' || topo.servers.has('go')));
-  if (topo.goSkipped !== undefined && wanted.has('go')) log(`upstream Go user-server skipped: ${topo.goSkipped}`);
+  if (wanted.has('ocm') && mode !== 'smoke' && !existsSync(OCM_BIN)) {
+    // Unlike the upstream Go user-server (a fetched snapshot), this one comes from the Go module proxy.
+    log(`building the OCM user-server ${OCM_VERSION} (first run on this machine only, ~5 min)`);
+    const built = spawnSync('bash', [path.join(ROOT, 'scripts/build-ocm-user-server.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
+    if (built.status !== 0) log(`OCM user-server build failed (exit ${built.status}); it is skipped`);
+  }
+  topo = await startTopology({ go: wanted.has('go'), ocm: wanted.has('ocm'), watches: mode === 'full' && (want('watch-idle-1000') || want('watch-idle-10000')) });
+  systems = (['limit', 'ts', 'go', 'ocm'] as SystemId[]).filter((s) => wanted.has(s) && (s === 'limit' || topo.available.has(s)));
+  for (const id of ['go', 'ocm'] as const) if (topo.skipped[id] !== undefined && wanted.has(id)) log(`${id} user-server skipped: ${topo.skipped[id]}`);
   const scenarios: ScenarioResult[] = [];
   try {
     if (mode === 'smoke') {
@@ -346,11 +370,12 @@ async function main(): Promise<number> {
     mode,
     date: started.toISOString(),
     machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, kernel: os.release(), loadAverageAtStart: os.loadavg().map((v) => round(v, 2)) },
-    settings: { runs: RUNS, seconds: SECONDS, warmupSeconds: WARMUP, anp: ANP_VERSION, upstreamCommit: UPSTREAM_COMMIT },
+    settings: { runs: RUNS, seconds: SECONDS, warmupSeconds: WARMUP, anp: ANP_VERSION, upstreamCommit: UPSTREAM_COMMIT, ocmVersion: OCM_VERSION },
     systems: {
       limit: { name: 'limit: client pooling its own CONNECT tunnels through ANP (undici + src/tunnel/anp-tunnel.ts)', included: systems.includes('limit') },
       ts: { name: 'this user-server (node src/cli.ts)', included: systems.includes('ts') },
-      go: { name: `upstream Go user-server (stolostron/cluster-proxy-addon ${UPSTREAM_COMMIT}), ANP in grpc mode`, included: systems.includes('go'), ...(topo.goSkipped !== undefined ? { skipped: topo.goSkipped } : {}) },
+      go: { name: `upstream Go user-server (stolostron/cluster-proxy-addon ${UPSTREAM_COMMIT}), ANP in grpc mode`, included: systems.includes('go'), ...(topo.skipped.go !== undefined ? { skipped: topo.skipped.go } : {}) },
+      ocm: { name: `OCM user-server (open-cluster-management.io/cluster-proxy ${OCM_VERSION}, the newest the Go module proxy serves; a tunnel and a TLS connection per request), ANP in grpc mode`, included: systems.includes('ocm'), ...(topo.skipped.ocm !== undefined ? { skipped: topo.skipped.ocm } : {}) },
     },
     scenarios,
     targets: mode === 'smoke' ? [] : targets(scenarios),

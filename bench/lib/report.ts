@@ -1,4 +1,4 @@
-export type SystemId = 'limit' | 'ts' | 'go';
+export type SystemId = 'limit' | 'ts' | 'go' | 'ocm';
 
 export interface SystemResult {
   status: 'ok' | 'failed' | 'skipped';
@@ -14,9 +14,10 @@ export interface ScenarioResult {
   primary: string;
   higherIsBetter: boolean;
   systems: Partial<Record<SystemId, SystemResult>>;
-  /** primary(this user-server) / primary(limit), and / primary(upstream Go). */
+  /** primary(this user-server) / primary(limit), / primary(upstream Go), and / primary(OCM user-server). */
   tsOverLimit?: number;
   tsOverGo?: number;
+  tsOverOcm?: number;
   note?: string;
 }
 
@@ -33,14 +34,14 @@ export interface BenchResults {
   mode: 'smoke' | 'default' | 'full';
   date: string;
   machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; kernel: string; loadAverageAtStart: number[] };
-  settings: { runs: number; seconds: number; warmupSeconds: number; anp: string; upstreamCommit: string };
+  settings: { runs: number; seconds: number; warmupSeconds: number; anp: string; upstreamCommit: string; ocmVersion?: string };
   systems: Record<SystemId, { name: string; included: boolean; skipped?: string }>;
   scenarios: ScenarioResult[];
   targets: TargetCheck[];
 }
 
-const SYSTEMS: SystemId[] = ['limit', 'ts', 'go'];
-const LABEL: Record<SystemId, string> = { limit: 'limit', ts: 'this user-server', go: 'upstream Go' };
+const SYSTEMS: SystemId[] = ['limit', 'ts', 'go', 'ocm'];
+const LABEL: Record<SystemId, string> = { limit: 'limit', ts: 'this user-server', go: 'upstream Go', ocm: 'OCM user-server' };
 
 /** How each metric is shown: label and unit. */
 const METRICS: Record<string, string> = {
@@ -85,16 +86,18 @@ export function renderMarkdown(res: BenchResults): string {
     `ANP ${res.settings.anp}; median of ${res.settings.runs} runs of ${res.settings.seconds} s after a ${res.settings.warmupSeconds} s warm-up, systems interleaved run by run.`, '');
   for (const s of SYSTEMS) {
     const sys = res.systems[s];
+    // Results from before the OCM user-server was part of the comparison have no entry for it.
+    if (sys === undefined) continue;
     lines.push(`- **${LABEL[s]}**: ${sys.name}${sys.skipped !== undefined ? ` (skipped: ${sys.skipped})` : sys.included ? '' : ' (not in this run)'}`);
   }
-  lines.push('', '## Ratios', '', 'Ratios compare the scenario\'s main metric: this user-server over the limit (2/1) and over the upstream Go user-server (2/3).', '');
-  lines.push('| scenario | metric | limit | this user-server | upstream Go | 2/1 | 2/3 |', '|---|---|---|---|---|---|---|');
+  lines.push('', '## Ratios', '', 'Ratios compare the scenario\'s main metric: this user-server over the limit (2/1), over the upstream Go user-server (2/3) and over the OCM user-server (2/4).', '');
+  lines.push('| scenario | metric | limit | this user-server | upstream Go | OCM user-server | 2/1 | 2/3 | 2/4 |', '|---|---|---|---|---|---|---|---|---|');
   for (const sc of res.scenarios) {
     const better = sc.higherIsBetter ? 'higher is better' : 'lower is better';
-    lines.push(`| ${sc.title} | ${METRICS[sc.primary] ?? sc.primary} (${better}) | ${cell(sc.systems.limit, sc.primary)} | ${cell(sc.systems.ts, sc.primary)} | ${cell(sc.systems.go, sc.primary)} | ${ratio(sc.tsOverLimit)} | ${ratio(sc.tsOverGo)} |`);
+    lines.push(`| ${sc.title} | ${METRICS[sc.primary] ?? sc.primary} (${better}) | ${cell(sc.systems.limit, sc.primary)} | ${cell(sc.systems.ts, sc.primary)} | ${cell(sc.systems.go, sc.primary)} | ${cell(sc.systems.ocm, sc.primary)} | ${ratio(sc.tsOverLimit)} | ${ratio(sc.tsOverGo)} | ${ratio(sc.tsOverOcm)} |`);
   }
   if (res.targets.length > 0) {
-    lines.push('', '## Targets', '', 'For targets against the upstream Go user-server, the last column gives the same ratio for the limit. A user-server adds a hop to the path of the limit, so it is not expected to do better than that on this machine.', '');
+    lines.push('', '## Targets', '', 'For targets against a Go user-server, the last column gives the same ratio for the limit. A user-server adds a hop to the path of the limit, so it is not expected to do better than that on this machine.', '');
     lines.push('| target | measured | goal | met | the limit on the same measure |', '|---|---|---|---|---|');
     for (const t of res.targets) {
       const bound = t.limitValue === undefined ? '' : String(t.limitValue ?? 'not measured');
@@ -131,9 +134,9 @@ const esc = (s: string): string => s.replaceAll('&', '&amp;').replaceAll('<', '&
  */
 export function renderSvg(res: BenchResults): string {
   const rows = res.scenarios.filter((sc) => sc.systems.limit?.status === 'ok' && (sc.systems.ts?.status === 'ok' || sc.systems.go?.status === 'ok'));
-  const colors: Record<SystemId, string> = { limit: '#9e9e9e', ts: '#1f77b4', go: '#d62728' };
+  const colors: Record<SystemId, string> = { limit: '#9e9e9e', ts: '#1f77b4', go: '#d62728', ocm: '#2ca02c' };
   const barH = 14;
-  const groupH = barH * 3 + 18;
+  const groupH = barH * SYSTEMS.length + 18;
   const left = 300;
   const width = 860;
   const plotW = width - left - 90;

@@ -14,8 +14,21 @@ export const hashedHost = (cluster: string): string => `cluster-${clusterHash(cl
 /** Pinned upstream commit of stolostron/cluster-proxy-addon (see scripts/build-upstream-user-server.sh). */
 export const UPSTREAM_COMMIT = process.env.UPSTREAM_COMMIT ?? '03253860';
 export const UPSTREAM_BIN = path.join(ROOT, '.cache/upstream-user-server', UPSTREAM_COMMIT, 'cluster-proxy');
-/** The upstream Go user-server serves its probes on :8000, hard-coded. */
-const UPSTREAM_HEALTH_PORT = 8000;
+/** The OCM user-server's version: the newest the Go module proxy serves (scripts/build-ocm-user-server.sh). */
+export const OCM_VERSION = process.env.OCM_USER_SERVER_VERSION ?? 'v0.10.0';
+export const OCM_BIN = path.join(ROOT, '.cache/ocm-user-server', OCM_VERSION, 'cluster-proxy');
+/**
+ * Both Go user-servers serve their probes on :8000, hard-coded on every interface, so only one of them
+ * runs at a time: `activate` swaps them. Neither pools tunnels, so a restart costs them nothing.
+ */
+const GO_HEALTH_PORT = 8000;
+
+export type ServerId = 'ts' | 'go' | 'ocm';
+export interface RunningServer {
+  base: string;
+  pid: number;
+  metrics?: () => Promise<string>;
+}
 
 export const HOT_CLUSTER = 'bench';
 export const coldCluster = (i: number): string => `cold-${i}`;
@@ -28,12 +41,16 @@ export interface Topology {
   certs: CertSet;
   /** The limit's way in: mTLS to the http-connect proxy-server. */
   tunnel: DirectTunnelSpec;
-  /** User-servers by system id, with their HTTPS base URL and pid. */
-  servers: Map<'ts' | 'go', { base: string; pid: number; metrics?: () => Promise<string> }>;
+  /** User-servers by system id, with their HTTPS base URL and pid; a Go one only once activated. */
+  servers: Map<ServerId, RunningServer>;
+  /** Systems this topology can run (the limit and this user-server always). */
+  available: Set<ServerId>;
   anpHttp: ProxyServer;
   anpGrpc?: ProxyServer;
-  /** Why the upstream Go user-server is not part of this run, if it is not. */
-  goSkipped?: string;
+  /** Why a Go user-server is not part of this run, if it is not. */
+  skipped: Partial<Record<'go' | 'ocm', string>>;
+  /** Makes sure the system's server runs; for a Go one, stops the other Go one first (they share :8000). */
+  activate(system: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -49,9 +66,9 @@ async function portFree(port: number): Promise<boolean> {
  * Starts every process of the comparison on loopback: one target, service-proxy doubles (the hot and cold
  * clusters on one, watch clusters spread over two more, since one process may hold 20,000 descriptors at
  * most), an http-connect ANP proxy-server and agent for the limit and this user-server, a grpc-mode
- * proxy-server and agent for the upstream Go user-server, and the user-servers.
+ * proxy-server and agent for the Go user-servers (upstream and OCM), and the user-servers.
  */
-export async function startTopology(opts: { go: boolean; watches: boolean }): Promise<Topology> {
+export async function startTopology(opts: { go: boolean; ocm: boolean; watches: boolean }): Promise<Topology> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-bench-'));
   const certs = makeCerts(path.join(dir, 'certs'));
   const block = loopbackBlock();
@@ -119,51 +136,79 @@ export async function startTopology(opts: { go: boolean; watches: boolean }): Pr
     servers.set('ts', { base: `https://127.0.0.1:${tsPort}`, pid: ts.pid, metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text() });
 
     let anpGrpc: ProxyServer | undefined;
-    let goSkipped: string | undefined;
-    if (!opts.go) {
-      goSkipped = 'not part of this mode';
-    } else if (!existsSync(UPSTREAM_BIN)) {
-      goSkipped = `not built: run scripts/build-upstream-user-server.sh (expects ${path.relative(ROOT, UPSTREAM_BIN)})`;
-    } else if (!(await portFree(UPSTREAM_HEALTH_PORT))) {
-      goSkipped = `port ${UPSTREAM_HEALTH_PORT} is taken, and the upstream user-server binds its probes there unconditionally`;
-    } else {
+    const skipped: Topology['skipped'] = {};
+    const bins = { go: UPSTREAM_BIN, ocm: OCM_BIN };
+    const build = { go: 'scripts/build-upstream-user-server.sh', ocm: 'scripts/build-ocm-user-server.sh' };
+    for (const id of ['go', 'ocm'] as const) {
+      if (!opts[id]) skipped[id] = 'not part of this mode';
+      else if (!existsSync(bins[id])) skipped[id] = `not built: run ${build[id]} (expects ${path.relative(ROOT, bins[id])})`;
+    }
+    const goIds = (['go', 'ocm'] as const).filter((id) => skipped[id] === undefined);
+    if (goIds.length > 0 && !(await portFree(GO_HEALTH_PORT))) {
+      for (const id of goIds) skipped[id] = `port ${GO_HEALTH_PORT} is taken, and the Go user-servers bind their probes there unconditionally`;
+      goIds.length = 0;
+    }
+    const available = new Set<ServerId>(['ts', ...goIds]);
+    let startGo: ((id: 'go' | 'ocm') => Promise<BenchProcess>) | undefined;
+    if (goIds.length > 0) {
       anpGrpc = await startProxyServer({ certs, dir, name: 'anp-grpc', strategies: 'destHost', mode: 'grpc' });
       stops.push(() => anpGrpc!.stop());
       const agentGrpc = await startAgent({ certs, dir, name: 'agent-grpc', server: anpGrpc, identifiers, hosts: hostsMap });
       stops.push(() => agentGrpc.stop());
-      // It starts an informer on ManagedClusterAddOns that its request path never reads; a kubeconfig
-      // pointing at a closed loopback port lets it start (the informer just retries in the background).
-      const kubeconfig = path.join(dir, 'upstream.kubeconfig');
+      // Both start an informer on ManagedClusterAddOns that their request path never reads; a kubeconfig
+      // pointing at a closed loopback port lets them start (the informer just retries in the background).
+      const kubeconfig = path.join(dir, 'go-user-servers.kubeconfig');
       writeFileSync(kubeconfig, [
         'apiVersion: v1', 'kind: Config', 'current-context: none',
         'clusters: [{name: none, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]',
         'users: [{name: none, user: {token: none}}]',
         'contexts: [{name: none, context: {cluster: none, user: none}}]', '',
       ].join('\n'));
-      const goPort = await freePort();
-      const go = started(startBenchProcess('upstream-user-server', UPSTREAM_BIN, [
-        'user-server', '--host=127.0.0.1', `--port=${anpGrpc.frontendPort}`,
-        `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
-        `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`, `--server-port=${goPort}`,
-        `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
-      ], dir, { env: { ...process.env, KUBECONFIG: kubeconfig, POD_NAMESPACE: 'open-cluster-management' } }));
-      await waitForHttp200(`http://127.0.0.1:${UPSTREAM_HEALTH_PORT}/healthz`, go);
-      servers.set('go', { base: `https://127.0.0.1:${goPort}`, pid: go.pid });
+      const grpc = anpGrpc;
+      startGo = async (id) => {
+        const port = await freePort();
+        // The same flags for both: the OCM user-server kept the upstream one's command line.
+        const p = startBenchProcess(id === 'go' ? 'upstream-user-server' : 'ocm-user-server', bins[id], [
+          'user-server', '--host=127.0.0.1', `--port=${grpc.frontendPort}`,
+          `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
+          `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`, `--server-port=${port}`,
+          `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
+        ], dir, { env: { ...process.env, KUBECONFIG: kubeconfig, POD_NAMESPACE: 'open-cluster-management' } });
+        await waitForHttp200(`http://127.0.0.1:${GO_HEALTH_PORT}/healthz`, p);
+        servers.set(id, { base: `https://127.0.0.1:${port}`, pid: p.pid });
+        return p;
+      };
     }
+    let running: { id: 'go' | 'ocm'; proc: BenchProcess } | undefined;
+    stops.push(async () => {
+      await running?.proc.stop();
+    });
+    const activate = async (system: string): Promise<void> => {
+      if ((system !== 'go' && system !== 'ocm') || running?.id === system) return;
+      if (!available.has(system) || startGo === undefined) throw new Error(`${system} is not available: ${skipped[system]}`);
+      if (running !== undefined) {
+        await running.proc.stop();
+        servers.delete(running.id);
+        running = undefined;
+      }
+      running = { id: system, proc: await startGo(system) };
+    };
 
     const topo: Topology = {
       dir,
       certs,
       tunnel: { proxyHost: '127.0.0.1', proxyPort: anpHttp.frontendPort!, caFile: certs.file('ca.crt'), certFile: certs.file('user-client.crt'), keyFile: certs.file('user-client.key') },
       servers,
+      available,
       anpHttp,
+      skipped,
+      activate,
       async close() {
         for (const stop of stops.reverse()) await stop().catch(() => {});
         if (process.env.BENCH_KEEP_LOGS === undefined) rmSync(dir, { recursive: true, force: true });
       },
     };
     if (anpGrpc !== undefined) topo.anpGrpc = anpGrpc;
-    if (goSkipped !== undefined) topo.goSkipped = goSkipped;
     return topo;
   } catch (err) {
     for (const stop of stops.reverse()) await stop().catch(() => {});
