@@ -11,7 +11,7 @@ export interface Config {
     | { transport: 'uds'; path: string };
   serviceProxyCaFile: string;
   targetTemplate: string;
-  timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number; upgradeIdleMs: number };
+  timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number; tunnelPingMs: number; upgradeIdleMs: number };
   limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxStreamsPerTunnel: number; maxRequestsPerCluster: number; maxUpgradesPerCluster: number; maxClusters: number };
   agentRetryAfterSeconds: number;
   tls: { reloadIntervalMs: number };
@@ -108,6 +108,7 @@ export function buildConfig(raw: Raw): Config {
       clientStallMs: required('client-stall-timeout', parseDuration),
       idleTunnelMs: positive('idle-tunnel-timeout', required('idle-tunnel-timeout', parseDuration)),
       upgradeIdleMs: required('upgrade-idle-timeout', parseDuration),
+      tunnelPingMs: required('tunnel-ping-interval', parseDuration),
     },
     limits: {
       maxTunnelsPerCluster: required('max-tunnels-per-cluster', parseCount),

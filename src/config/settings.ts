@@ -46,6 +46,7 @@ export const SETTINGS = [
   spec('client-stall-timeout', 'duration', '60s', 'longest a client may leave a response unread before it is cut off (0 disables)'),
   spec('upgrade-idle-timeout', 'duration', '4h', 'an upgraded session (exec, attach, port-forward) with no bytes either way this long is closed, as the kubelet does (0 disables)'),
   spec('idle-tunnel-timeout', 'duration', '90s', 'pooled tunnels idle this long are closed'),
+  spec('tunnel-ping-interval', 'duration', '60s', 'HTTP/2 PING on tunnels that carry watches; a tunnel whose PING is still unanswered at the next one is reset, so its watches fail and clients re-watch (0 disables)'),
   spec('max-tunnels-per-cluster', 'count', '64', 'keep-alive tunnels per cluster for ordinary requests'),
   spec('max-streams-per-cluster', 'count', '2000', 'tunnels per cluster for long-running requests (watch, logs -f)'),
   spec('max-streams-per-tunnel', 'count', '100', 'long-running requests sharing one tunnel as HTTP/2 streams, when the service-proxy offers h2 (the Go one does); 0 keeps them on HTTP/1.1, one tunnel each'),

@@ -74,6 +74,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
     maxStreamsPerTunnel: config.limits.maxStreamsPerTunnel,
     idleTimeoutMs: config.timeouts.idleTunnelMs,
+    pingIntervalMs: config.timeouts.tunnelPingMs,
     maxClusters: config.limits.maxClusters,
     headersTimeoutMs: config.timeouts.responseHeadersMs,
   });

@@ -10,6 +10,8 @@ export interface PoolLimits {
   maxStreamsPerTunnel: number;
   /** Idle time after which a pooled tunnel is closed. */
   idleTimeoutMs: number;
+  /** HTTP/2 PING interval on the long-running pool's tunnels; 0 disables. */
+  pingIntervalMs: number;
   /** Distinct clusters with open pools; further clusters wait for an idle pool to go away. */
   maxClusters: number;
   /** Time to wait for the response headers once the request is sent; 0 disables. */
@@ -24,8 +26,11 @@ export interface PoolLimits {
  *
  * The long-running pool offers h2, which the Go service-proxy accepts, so that one tunnel carries many
  * watches: a watch then costs an HTTP/2 stream instead of two TLS sessions. HTTP/2 flow control is per
- * stream, so a client that stops reading stalls only its own stream. Short requests stay on HTTP/1.1,
- * where undici's parser is fastest and 64 tunnels already spread the load.
+ * stream, so a client that stops reading stalls only its own stream. undici PINGs the tunnel and resets
+ * it when a PING is still unanswered at the next, so quiet watches do not sit on a tunnel that died
+ * silently (an agent that hangs, a dropped connection nobody closed).
+ * Short requests stay on HTTP/1.1: over HTTP/2, large bodies cost about 40% more CPU per MiB
+ * (bench/README.md, finding 9).
  */
 export class TunnelPools {
   readonly short: Dispatcher;
@@ -55,7 +60,7 @@ export class TunnelPools {
       connect: connector(http2),
       allowH2: http2,
       // undici takes the lower of this and the service-proxy's SETTINGS_MAX_CONCURRENT_STREAMS (Go: 250).
-      ...(http2 ? { h2Options: { maxConcurrentStreams: limits.maxStreamsPerTunnel } } : {}),
+      ...(http2 ? { h2Options: { maxConcurrentStreams: limits.maxStreamsPerTunnel, pingInterval: limits.pingIntervalMs } } : {}),
       connections: limits.maxStreamsPerCluster,
     });
   }

@@ -116,6 +116,25 @@ describe('long-running requests over HTTP/2 to the service-proxy', () => {
   });
 });
 
+describe('a tunnel that stops answering', () => {
+  // Last in the file: it freezes agent a for a few seconds.
+  test('--tunnel-ping-interval: an unanswered PING resets the tunnel, and its watches end as errors, not hangs', async () => {
+    const own = await chain.startUserServer({ 'tunnel-ping-interval': '1s' });
+    const agent = chain.agents.a.proc.child;
+    try {
+      const frozen = watch(own.port, '/cluster-a/slow?watch=true&chunks=1000&interval=100&m=frozen', (res) => {
+        // Freeze the agent once the watch streams: the tunnel stays open, and nothing answers on it.
+        res.once('data', () => agent.kill('SIGSTOP'));
+      });
+      // Reset within two intervals, and the client sees its response cut off (never a clean end).
+      expect((await frozen).how).toBe('aborted');
+    } finally {
+      agent.kill('SIGCONT');
+      await own.close();
+    }
+  });
+});
+
 describe('pooled tunnels', () => {
   test('requests that carry different Host headers share the pooled tunnels', async () => {
     // undici would otherwise take each request's Host as the TLS server name and reconnect when it changes.

@@ -122,7 +122,7 @@ describe('buildConfig', () => {
       },
       serviceProxyCaFile: FILES.serviceProxyCa,
       targetTemplate: 'cluster-{hash}.open-cluster-management.proxy:7443',
-      timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000, upgradeIdleMs: 4 * 3_600_000 },
+      timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000, tunnelPingMs: 60_000, upgradeIdleMs: 4 * 3_600_000 },
       limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxStreamsPerTunnel: 100, maxRequestsPerCluster: 4096, maxUpgradesPerCluster: 1000, maxClusters: 2000 },
       agentRetryAfterSeconds: 1,
       tls: { reloadIntervalMs: 60_000 },
