@@ -5,9 +5,11 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$root/scripts/build-anp.sh"
 bash "$root/scripts/build-kube.sh"
-bin="$root/.cache/tools/blackhole"
-if [[ ! -x "$bin" || "$root/test/go/blackhole/main.go" -nt "$bin" ]]; then
-  (cd "$root/test/go/blackhole" && CGO_ENABLED=0 go build -o "$bin" .)
-  echo "built $bin"
-fi
+for tool in blackhole goserviceproxy; do
+  bin="$root/.cache/tools/$tool"
+  if [[ ! -x "$bin" || "$root/test/go/$tool/main.go" -nt "$bin" ]]; then
+    (cd "$root/test/go/$tool" && CGO_ENABLED=0 go build -o "$bin" .)
+    echo "built $bin"
+  fi
+done
 bash "$root/scripts/fetch-schemas.sh"

@@ -1,0 +1,3 @@
+module local.test/goserviceproxy
+
+go 1.24
