@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { ConfigError, helpText, loadConfig } from './config/config.ts';
 import { createHealthServer, listenHealth } from './health/health-server.ts';
-import { createLogger } from './observability/logger.ts';
+import { createLogger, stdoutDestination } from './observability/logger.ts';
+import { Metrics } from './observability/metrics.ts';
 import { createUserServer } from './server/user-server.ts';
 
 async function main(): Promise<number> {
@@ -20,10 +21,11 @@ async function main(): Promise<number> {
     return 0;
   }
   const config = loaded.config;
-  const logger = createLogger(config.log.level);
+  const metrics = new Metrics({ clusterLabelLimit: config.metrics.clusterLabelLimit });
+  const logger = createLogger(config.log.level, stdoutDestination(config.log.bufferBytes, (lines) => metrics.logLinesDropped(lines)));
   let server;
   try {
-    server = createUserServer(config, logger);
+    server = createUserServer(config, logger, metrics);
   } catch (err) {
     // Certificates that do not load are a configuration error too: name the setting and stop.
     if (err instanceof ConfigError) {

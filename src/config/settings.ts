@@ -61,6 +61,7 @@ export const SETTINGS = [
   spec('metrics-cluster-labels', 'count', '0', 'clusters that get their own label on requests_by_cluster_total (the first seen); the rest count as "other"; 0 leaves the metric out'),
   spec('log-level', 'enum', 'info', 'pino log level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   spec('access-log', 'boolean', 'true', 'log one line per request'),
+  spec('log-buffer-bytes', 'count', '16777216', 'log output waiting for stdout is kept up to this size; beyond it lines are dropped and counted (log_lines_dropped_total) instead of growing memory or blocking requests'),
 ] as const satisfies readonly SettingSpec[];
 
 export type SettingName = (typeof SETTINGS)[number]['flag'];

@@ -68,6 +68,26 @@ function serializeRequest(req: { method?: string; url?: string; id?: unknown }):
   return { id: req.id, method: req.method, path: q === -1 ? url : url.slice(0, q) };
 }
 
+/** Lines are written to stdout in batches of about this size (or at least every second). */
+const LOG_BATCH_BYTES = 4096;
+
+/**
+ * stdout behind a bounded, batched buffer. pino's default destination buffers without limit while stdout
+ * does not drain (a stalled log collector), so memory would grow with every request; here output beyond
+ * `maxBytes` is dropped and reported through `onDrop` instead, and requests never wait for the log. Lines
+ * go out in batches of 4 KiB or at least every second, so a quiet server's lines still show up promptly;
+ * pino flushes what is left when the process exits.
+ */
+export function stdoutDestination(maxBytes: number, onDrop: (lines: number) => void): DestinationStream {
+  const dest = pino.destination({ dest: 1, sync: false, minLength: LOG_BATCH_BYTES, periodicFlush: 1000, maxLength: Math.max(maxBytes, LOG_BATCH_BYTES * 4) });
+  dest.on('drop', (data: string) => {
+    let lines = 0;
+    for (let i = data.indexOf('\n'); i !== -1; i = data.indexOf('\n', i + 1)) lines++;
+    onDrop(Math.max(lines, 1));
+  });
+  return dest;
+}
+
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
     {

@@ -38,6 +38,7 @@ export class Metrics {
   private readonly upgradedSessions: Gauge;
   private readonly tlsReloads: Counter<'source' | 'outcome'>;
   private readonly tlsNotAfter: Gauge<'source'>;
+  private readonly logDropped: Counter;
   private readonly clusterRequests: Counter<'cluster' | 'code'> | undefined;
   private readonly clusterLabel: BoundedLabel | undefined;
 
@@ -55,6 +56,7 @@ export class Metrics {
     this.tunnelsOpen = new Gauge({ name: `${PREFIX}tunnels_open`, help: 'Tunnels currently open (pooled and upgraded).', registers });
     this.tlsReloads = new Counter({ name: `${PREFIX}tls_reloads_total`, help: 'Certificate reloads after their files changed, by material and outcome (a failure keeps the previous certificates).', labelNames: ['source', 'outcome'], registers });
     this.tlsNotAfter = new Gauge({ name: `${PREFIX}tls_certificate_not_after_seconds`, help: 'Expiry (Unix time) of the certificate in use, by material; the earliest one for CA bundles.', labelNames: ['source'], registers });
+    this.logDropped = new Counter({ name: `${PREFIX}log_lines_dropped_total`, help: 'Log lines dropped because stdout did not drain and --log-buffer-bytes was full.', registers });
     const limit = options.clusterLabelLimit ?? 0;
     if (limit > 0) {
       this.clusterLabel = new BoundedLabel(limit);
@@ -100,6 +102,10 @@ export class Metrics {
 
   tlsCertificateInUse(source: TlsSource, notAfterSeconds: number): void {
     this.tlsNotAfter.set({ source }, notAfterSeconds);
+  }
+
+  logLinesDropped(lines: number): void {
+    this.logDropped.inc(lines);
   }
 
   tunnelOpened(): void {

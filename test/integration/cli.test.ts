@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Pool } from 'undici';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { SETTINGS } from '../../src/config/settings.ts';
 import { ROOT, makeCerts, standaloneServerEnv, type CertSet } from '../harness/certs.ts';
@@ -90,4 +91,53 @@ test('starts from environment variables, reports ready, and exits 0 on SIGTERM',
   child.kill('SIGTERM');
   expect(await exit).toBe(0);
   for (const l of out.split('\n').filter(Boolean)) expect(() => JSON.parse(l)).not.toThrow();
+});
+
+test('a stdout that stops draining never holds up requests: log output beyond --log-buffer-bytes is dropped and counted', async () => {
+  const child = spawn(process.execPath, [CLI], {
+    env: { PATH: process.env.PATH!, ...standaloneServerEnv(certs, dir), CLUSTER_PROXY_LOG_BUFFER_BYTES: '65536', CLUSTER_PROXY_SHUTDOWN_DELAY: '0s' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  const onData = (c: string): void => {
+    out += c;
+  };
+  child.stdout.setEncoding('utf8').on('data', onData);
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    await expect.poll(() => out.includes('user-server listening'), { timeout: 15_000 }).toBe(true);
+    const { port, healthPort } = JSON.parse(out.split('\n').find((l) => l.includes('user-server listening'))!) as { port: number; healthPort: number };
+    // Stop reading: the pipe (64 KiB) and this side's buffer fill, then the server's own buffer.
+    child.stdout.removeListener('data', onData);
+    child.stdout.pause();
+    const pool = new Pool(`https://127.0.0.1:${port}`, { connect: { ca: certs.read('ca.crt'), servername: 'localhost' }, connections: 8 });
+    let answered = 0;
+    try {
+      // The proxy-server socket is absent: each request is a 502 with a warning line of ~500 bytes, ~2 MB in all.
+      await Promise.all(Array.from({ length: 8 }, async () => {
+        for (let i = 0; i < 500; i++) {
+          const res = await pool.request({ path: `/no-agent-${i}/api`, method: 'GET' });
+          await res.body.dump();
+          if (res.statusCode === 502) answered++;
+        }
+      }));
+    } finally {
+      await pool.close();
+    }
+    expect(answered).toBe(4000);
+    const metrics = await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text();
+    const dropped = Number(/^cluster_proxy_user_server_log_lines_dropped_total (\d+)/m.exec(metrics)?.[1]);
+    expect(dropped).toBeGreaterThan(1000);
+    // Reading again, what was kept arrives as whole lines.
+    out = '';
+    child.stdout.on('data', onData);
+    child.stdout.resume();
+    child.kill('SIGTERM');
+    expect(await exit).toBe(0);
+    const lines = out.split('\n').filter(Boolean);
+    expect(lines.length).toBeGreaterThan(50);
+    for (const l of lines) expect(() => JSON.parse(l)).not.toThrow();
+  } finally {
+    child.kill('SIGKILL');
+  }
 });
