@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { ConfigError, helpText, loadConfig } from './config/config.ts';
 import { createHealthServer, listenHealth } from './health/health-server.ts';
-import { createLogger, stdoutDestination } from './observability/logger.ts';
+import { createLogger, stdoutLog } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';
 import { createUserServer } from './server/user-server.ts';
 
@@ -22,7 +22,8 @@ async function main(): Promise<number> {
   }
   const config = loaded.config;
   const metrics = new Metrics({ clusterLabelLimit: config.metrics.clusterLabelLimit });
-  const logger = createLogger(config.log.level, stdoutDestination(config.log.bufferBytes, (lines) => metrics.logLinesDropped(lines)));
+  const logOutput = stdoutLog(config.log.bufferBytes, (lines) => metrics.logLinesDropped(lines));
+  const logger = createLogger(config.log.level, logOutput.stream);
   let server;
   try {
     server = createUserServer(config, logger, metrics);
@@ -52,15 +53,16 @@ async function main(): Promise<number> {
   });
   await server.shutdown(config.shutdown.delayMs, config.shutdown.graceMs);
   health.close();
+  await logOutput.close(config.log.flushTimeoutMs);
   return 0;
 }
 
+// An explicit exit: the log has had its bounded flush, and a write still blocked on a stalled stdout (in
+// libuv's thread pool) would otherwise keep the process alive. stderr is synchronous on pipes and files.
 main().then(
-  (code) => {
-    process.exitCode = code;
-  },
+  (code) => process.exit(code),
   (err: unknown) => {
     process.stderr.write(`cluster-proxy-user-server: ${(err as Error).stack ?? String(err)}\n`);
-    process.exitCode = 1;
+    process.exit(1);
   },
 );

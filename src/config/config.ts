@@ -17,7 +17,7 @@ export interface Config {
   tls: { reloadIntervalMs: number };
   shutdown: { delayMs: number; graceMs: number };
   metrics: { clusterLabelLimit: number };
-  log: { level: string; access: boolean; bufferBytes: number };
+  log: { level: string; access: boolean; bufferBytes: number; flushTimeoutMs: number };
 }
 
 /** A setting that cannot be used; the message names it, as the operator typed it. */
@@ -122,7 +122,7 @@ export function buildConfig(raw: Raw): Config {
     tls: { reloadIntervalMs: required('tls-reload-interval', parseDuration) },
     shutdown: { delayMs: required('shutdown-delay', parseDuration), graceMs: required('shutdown-grace', parseDuration) },
     metrics: { clusterLabelLimit: required('metrics-cluster-labels', parseCountOrZero) },
-    log: { level: required('log-level', parseEnum), access: required('access-log', parseBoolean), bufferBytes: required('log-buffer-bytes', parseCount) },
+    log: { level: required('log-level', parseEnum), access: required('access-log', parseBoolean), bufferBytes: required('log-buffer-bytes', parseCount), flushTimeoutMs: required('log-flush-timeout', parseDuration) },
   };
 }
 

@@ -46,7 +46,7 @@ export const SETTINGS = [
   spec('client-stall-timeout', 'duration', '60s', 'longest a client may leave a response unread before it is cut off (0 disables)'),
   spec('upgrade-idle-timeout', 'duration', '4h', 'an upgraded session (exec, attach, port-forward) with no bytes either way this long is closed, as the kubelet does (0 disables)'),
   spec('idle-tunnel-timeout', 'duration', '90s', 'pooled tunnels idle this long are closed'),
-  spec('tunnel-ping-interval', 'duration', '60s', 'HTTP/2 PING on tunnels that carry watches; a tunnel whose PING is still unanswered at the next one is reset, so its watches fail and clients re-watch (0 disables)'),
+  spec('tunnel-ping-interval', 'duration', '60s', 'HTTP/2 PING on the tunnels of watches and logs -f, busy or idle; a tunnel whose PING is still unanswered at the next one is reset, so its watches fail and clients re-watch (0 disables; HTTP/1.1 tunnels are not pinged)'),
   spec('max-tunnels-per-cluster', 'count', '64', 'keep-alive tunnels per cluster for ordinary requests'),
   spec('max-streams-per-cluster', 'count', '2000', 'tunnels per cluster for long-running requests (watch, logs -f)'),
   spec('max-streams-per-tunnel', 'count', '100', 'long-running requests sharing one tunnel as HTTP/2 streams, when the service-proxy offers h2 (the Go one does); 0 keeps them on HTTP/1.1, one tunnel each'),
@@ -61,7 +61,8 @@ export const SETTINGS = [
   spec('metrics-cluster-labels', 'count', '0', 'clusters that get their own label on requests_by_cluster_total (the first seen); the rest count as "other"; 0 leaves the metric out'),
   spec('log-level', 'enum', 'info', 'pino log level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   spec('access-log', 'boolean', 'true', 'log one line per request'),
-  spec('log-buffer-bytes', 'count', '16777216', 'log output waiting for stdout is kept up to this size; beyond it lines are dropped and counted (log_lines_dropped_total) instead of growing memory or blocking requests'),
+  spec('log-buffer-bytes', 'count', '16777216', 'log output waiting for stdout is kept up to this size (at least 16384); beyond it lines are dropped and counted (log_lines_dropped_total) instead of growing memory or blocking requests'),
+  spec('log-flush-timeout', 'duration', '5s', 'at exit, log output still waiting for stdout gets this long, then is dropped, so a stalled log collector cannot keep the process alive'),
 ] as const satisfies readonly SettingSpec[];
 
 export type SettingName = (typeof SETTINGS)[number]['flag'];

@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import net from 'node:net';
 import { pino, type Logger, type DestinationStream } from 'pino';
 
 /**
@@ -71,21 +73,79 @@ function serializeRequest(req: { method?: string; url?: string; id?: unknown }):
 /** Lines are written to stdout in batches of about this size (or at least every second). */
 const LOG_BATCH_BYTES = 4096;
 
+/** The parts of pino's SonicBoom destination used here. */
+interface SonicBoom extends DestinationStream {
+  flush(cb?: (err?: Error) => void): void;
+  destroy(): void;
+  on(event: 'drop', listener: (data: string) => void): unknown;
+}
+
+/** Kept for the life of the process: it owns the non-blocking mode of fd 1 (see stdoutNonBlocking). */
+let stdoutHandle: net.Socket | undefined;
+
+/**
+ * Puts stdout in non-blocking mode when it is a pipe or a socket, as a container's stdout is. Written in
+ * blocking mode, a stalled collector parks one of libuv's thread-pool threads in write() for as long as it
+ * stalls, and the process then cannot even exit: exit() joins that pool. Non-blocking, SonicBoom gets
+ * EAGAIN and retries on a timer. libuv sets the mode when it opens the descriptor as a pipe; nothing
+ * writes through this handle.
+ */
+function stdoutNonBlocking(): void {
+  if (stdoutHandle !== undefined) return;
+  const stat = fs.fstatSync(1);
+  if (!stat.isFIFO() && !stat.isSocket()) return;
+  stdoutHandle = new net.Socket({ fd: 1, readable: false, writable: false });
+  stdoutHandle.unref();
+}
+
+/** Where the process logs to, and how it lets go of it at exit. */
+export interface StdoutLog {
+  stream: DestinationStream;
+  /**
+   * Writes out what is still buffered, for at most `timeoutMs`; then drops it. The process must then
+   * exit with process.exit(): a write blocked on a stalled stdout would keep it alive.
+   */
+  close(timeoutMs: number): Promise<void>;
+}
+
 /**
  * stdout behind a bounded, batched buffer. pino's default destination buffers without limit while stdout
  * does not drain (a stalled log collector), so memory would grow with every request; here output beyond
  * `maxBytes` is dropped and reported through `onDrop` instead, and requests never wait for the log. Lines
- * go out in batches of 4 KiB or at least every second, so a quiet server's lines still show up promptly;
- * pino flushes what is left when the process exits.
+ * go out in batches of 4 KiB or at least every second, so a quiet server's lines still show up promptly.
+ * pino's own exit hook would wait for stdout without limit, so a stalled collector would keep a
+ * terminated pod alive; `close` gives up after its timeout instead.
  */
-export function stdoutDestination(maxBytes: number, onDrop: (lines: number) => void): DestinationStream {
-  const dest = pino.destination({ dest: 1, sync: false, minLength: LOG_BATCH_BYTES, periodicFlush: 1000, maxLength: Math.max(maxBytes, LOG_BATCH_BYTES * 4) });
-  dest.on('drop', (data: string) => {
+export function stdoutLog(maxBytes: number, onDrop: (lines: number) => void): StdoutLog {
+  stdoutNonBlocking();
+  const sonic = pino.destination({
+    dest: 1,
+    sync: false,
+    minLength: LOG_BATCH_BYTES,
+    periodicFlush: 1000,
+    // The buffer must hold a few batches, or every line beyond the first batch would be dropped.
+    maxLength: Math.max(maxBytes, LOG_BATCH_BYTES * 4),
+  }) as unknown as SonicBoom;
+  sonic.on('drop', (data) => {
     let lines = 0;
     for (let i = data.indexOf('\n'); i !== -1; i = data.indexOf('\n', i + 1)) lines++;
     onDrop(Math.max(lines, 1));
   });
-  return dest;
+  return {
+    stream: sonic,
+    close: (timeoutMs) =>
+      new Promise((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          // Destroyed, it is skipped by pino's exit hook, whose synchronous flush would block on a
+          // stalled stdout (the flush callback also fires when a write is still pending).
+          sonic.destroy();
+          resolve();
+        };
+        const timer = setTimeout(done, timeoutMs);
+        sonic.flush(done);
+      }),
+  };
 }
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {

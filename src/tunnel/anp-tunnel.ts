@@ -19,7 +19,7 @@ export interface TunnelTarget {
   host: string;
   port: number;
   /**
-   * Offer h2 as well as http/1.1 to the service-proxy. Only for tunnels that carry ordinary requests:
+   * Offer h2 as well as http/1.1 to the service-proxy. Never for a tunnel that may carry an upgrade:
    * WebSocket and SPDY upgrades need HTTP/1.1.
    */
   http2?: boolean;

@@ -69,7 +69,7 @@ export interface ForwardResult {
 
 /**
  * Sends one request through a pooled tunnel and relays the response as it arrives, chunk by chunk,
- * pausing the tunnel while the client is not draining. Never buffers a body. A failure after the
+ * pausing the upstream (an HTTP/1.1 tunnel, or just the HTTP/2 stream) while the client is not draining. Never buffers a body. A failure after the
  * headers went out destroys the client's response (connection for HTTP/1.1, stream for HTTP/2) so that a
  * cut-off body can never look complete.
  */
@@ -106,7 +106,8 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   private readonly onClientClose = (): void => {
     if (this.done) return;
     this.result.clientGone = true;
-    // Aborting makes undici destroy the tunnel the request was on, as a client-gone should.
+    // Aborting cancels the request upstream: undici destroys an HTTP/1.1 tunnel, or resets the HTTP/2
+    // stream and keeps the tunnel for the other streams on it.
     this.controller?.abort(new Error('client closed the connection'));
     this.finish();
   };
@@ -217,8 +218,9 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   }
 
   private onStalled(): void {
-    // A paused tunnel socket stops ANP's per-agent dispatcher for every tunnel of that agent
-    // (anp.md section 1.4), so a client that stops reading must not hold it for long.
+    // A paused HTTP/1.1 tunnel socket stops ANP's per-agent dispatcher for every tunnel of that agent
+    // (anp.md section 1.4); a paused HTTP/2 stream holds its buffers and a watch upstream. Either way a
+    // client that stops reading must not hold them for long.
     const err = new Error(`client did not read the response for ${this.stallTimeoutMs} ms`);
     this.result.errorAfterHeaders = err;
     this.controller?.abort(err);

@@ -124,6 +124,8 @@ export async function startServiceProxyDouble(opts: {
   };
   // One TLS listener; each connection goes by its ALPN result to an HTTP/2 or an HTTP/1.1 server.
   const h1 = http.createServer({ maxHeaderSize: GO_MAX_HEADER_BYTES }, handle);
+  // maxSessionMemory (MB) is raised from Node's 10 so that the double never refuses streams
+  // (ENHANCE_YOUR_CALM) on a busy session where Go, which has no such limit, would accept them.
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: GO_MAX_CONCURRENT_STREAMS }, maxSessionMemory: 64 }, (req, res) =>
     // The compatibility response has the calls used here (writeHead, flushHeaders, end, destroy).
     handle(req, res as unknown as http.ServerResponse),

@@ -29,6 +29,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve, reject) => {
     goProxy.child.stdout!.once('data', () => resolve());
     goProxy.child.once('exit', (code) => reject(new Error(`goserviceproxy exited ${code}: ${goProxy.log()}`)));
+    goProxy.child.once('error', (err) => reject(new Error(`goserviceproxy did not start (run scripts/build-test-deps.sh): ${err.message}`)));
   });
   agent = await startAgent({ certs: chain.certs, dir: chain.dir, name: 'agent-go', server: chain.anp, identifiers: [hashedHost(CLUSTER)], hosts: { [hashedHost(CLUSTER)]: ip } });
 });

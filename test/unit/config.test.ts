@@ -128,7 +128,7 @@ describe('buildConfig', () => {
       tls: { reloadIntervalMs: 60_000 },
       shutdown: { delayMs: 5_000, graceMs: 20_000 },
       metrics: { clusterLabelLimit: 0 },
-      log: { level: 'info', access: true, bufferBytes: 16_777_216 },
+      log: { level: 'info', access: true, bufferBytes: 16_777_216, flushTimeoutMs: 5_000 },
     } satisfies Config);
   });
 

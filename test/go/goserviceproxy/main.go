@@ -1,6 +1,6 @@
 // Command goserviceproxy is a service-proxy double in Go whose server is built the way the real
 // service-proxy (stolostron/cluster-proxy-addon, pkg/serviceproxy) builds its own: an http.Server with
-// only MinVersion set, started with ListenAndServeTLS. Go then offers h2 and http/1.1 by ALPN, with its
+// only MinVersion set, started with ListenAndServeTLS (here Listen + ServeTLS, the same set-up). Go then offers h2 and http/1.1 by ALPN, with its
 // own HTTP/2 defaults (250 concurrent streams, per-stream flow control, GOAWAY on Shutdown), which is what
 // the user-server's HTTP/2 watches meet in production. Behind it, as in the real one, an
 // httputil.ReverseProxy with ForceAttemptHTTP2=false, routed by the four Cluster-Proxy-* headers.
@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -65,18 +66,15 @@ func main() {
 		_ = server.Shutdown(ctx)
 		close(done)
 	}()
-	// ListenAndServeTLS binds first, so the line below would race a client; announce from a listener check.
-	go func() {
-		for i := 0; i < 100; i++ {
-			if c, err := tls.Dial("tcp", os.Args[1], &tls.Config{InsecureSkipVerify: true}); err == nil {
-				c.Close()
-				fmt.Println("listening")
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	if err := server.ListenAndServeTLS(os.Args[2], os.Args[3]); err != http.ErrServerClosed {
+	// Listen first, so that "listening" is printed once connections are accepted; ServeTLS then sets up
+	// TLS and HTTP/2 exactly as ListenAndServeTLS does.
+	ln, err := net.Listen("tcp", os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println("listening")
+	if err := server.ServeTLS(ln, os.Args[2], os.Args[3]); err != http.ErrServerClosed {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
