@@ -34,6 +34,8 @@ export interface ForwardRequestInput {
  * The header list sent upstream, as a flat [name, value, ...] array (undici takes it as is).
  * End-to-end headers pass with their case and order, Authorization included; Host is kept;
  * client-sent Cluster-Proxy-* headers are replaced by ours; X-Forwarded-For gets the client appended.
+ * Cookie fields become one Cookie header joined with "; " (RFC 9113 section 8.2.3): HTTP/2 clients may
+ * split cookies into many fields, and on an HTTP/1.1 hop a request carries one Cookie header (RFC 6265).
  */
 export function buildUpstreamHeaders(input: ForwardRequestInput): string[] {
   const raw = input.rawHeaders;
@@ -42,6 +44,8 @@ export function buildUpstreamHeaders(input: ForwardRequestInput): string[] {
   let forwardedFor: string | undefined;
   let host: string | undefined;
   let authority: string | undefined;
+  let cookieName: string | undefined;
+  let cookie = '';
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
@@ -73,8 +77,14 @@ export function buildUpstreamHeaders(input: ForwardRequestInput): string[] {
     }
     // Expect: 100-continue was answered by Node on this hop; the upstream hop has its own.
     if (lower === 'expect') continue;
+    if (lower === 'cookie') {
+      cookieName ??= name;
+      cookie = cookie === '' ? value : `${cookie}; ${value}`;
+      continue;
+    }
     out.push(name, value);
   }
+  if (cookieName !== undefined) out.push(cookieName, cookie);
   if (host === undefined && authority !== undefined) out.push('host', authority);
   if (input.clientAddress !== undefined) {
     const client = stripIpv4Mapped(input.clientAddress);

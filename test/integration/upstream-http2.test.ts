@@ -1,3 +1,4 @@
+import http2 from 'node:http2';
 import https from 'node:https';
 import { describe, expect, test } from 'vitest';
 import { metricValue } from '../harness/anp.ts';
@@ -114,6 +115,33 @@ describe('long-running requests over HTTP/2 to the service-proxy', () => {
     });
     await expect.poll(() => chain.clusters.a.target.aborted(), { timeout: 5000 }).toBe(abortedBefore + 1);
     expect(await beside).toEqual({ status: 200, lines: 20, how: 'complete' });
+  });
+});
+
+describe('cookies', () => {
+  test('cookie fields an HTTP/2 client sends apart reach the service-proxy as one Cookie joined with "; ", on either hop', async () => {
+    const session = http2.connect(`https://127.0.0.1:${us.port}`, { ca, servername: 'localhost' });
+    const get = (path: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        // A raw header list, so that Node sends the two cookie fields apart instead of joining them.
+        const raw = [':method', 'GET', ':path', path, 'cookie', 'a=1', 'cookie', 'b=2'];
+        const stream = session.request(raw as unknown as http2.OutgoingHttpHeaders);
+        stream.on('response', (h) => resolve(h[':status'] as number));
+        stream.on('error', reject);
+        stream.resume();
+      });
+    try {
+      expect(await get('/cluster-a/api/v1/pods?m=cookies-short')).toBe(200);
+      expect(await get('/cluster-a/slow?watch=true&chunks=1&interval=10&m=cookies-watch')).toBe(200);
+    } finally {
+      session.close();
+    }
+    const cookies = (r: { rawHeaders: string[] }): string[] => r.rawHeaders.filter((_v, i, a) => i % 2 === 1 && a[i - 1]!.toLowerCase() === 'cookie');
+    const [short] = received('a', 'm=cookies-short');
+    const [long] = received('a', 'm=cookies-watch');
+    expect([short!.httpVersion, long!.httpVersion]).toEqual(['1.1', '2.0']);
+    expect(cookies(short!)).toEqual(['a=1; b=2']);
+    expect(long!.headers.cookie).toBe('a=1; b=2');
   });
 });
 

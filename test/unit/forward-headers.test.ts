@@ -170,6 +170,18 @@ describe('buildUpstreamHeaders', () => {
   });
 });
 
+describe('cookies', () => {
+  test('cookie fields, as an HTTP/2 client may split them, become one Cookie header joined with "; "', () => {
+    const out = upstream(['Cookie', 'a=1', 'X-A', '1', 'cookie', 'b=2; c=3']);
+    expect(out.filter((_v, i, a) => i % 2 === 1 && a[i - 1]!.toLowerCase() === 'cookie')).toEqual(['a=1; b=2; c=3']);
+    expect(out.slice(0, 4)).toEqual(['X-A', '1', 'Cookie', 'a=1; b=2; c=3']);
+  });
+
+  test('a single Cookie header passes unchanged', () => {
+    expect(upstream(['cookie', 'session=x']).slice(0, 2)).toEqual(['cookie', 'session=x']);
+  });
+});
+
 describe('buildResponseHeaders', () => {
   test('Buffers and strings become strings and duplicate Set-Cookie headers keep their order', () => {
     const out = buildResponseHeaders([
