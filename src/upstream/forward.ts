@@ -42,7 +42,7 @@ export interface ForwardRequest {
   body: ClientRequest | null;
   /** Longest time the client may leave the response paused (not draining) before it is cut off; 0 disables. */
   clientStallTimeoutMs: number;
-  /** Extra response headers (name, value pairs), e.g. the request id; they replace upstream headers of the same name. */
+  /** Extra response headers (lower-case name, value pairs), e.g. the request id; they replace upstream headers of the same name. */
   responseHeaders?: string[];
   /** A watch or `logs -f`: at shutdown it ends as a complete response instead of being cut off. */
   longRunning?: boolean;
@@ -69,9 +69,9 @@ export interface ForwardResult {
 
 /**
  * Sends one request through a pooled tunnel and relays the response as it arrives, chunk by chunk,
- * pausing the upstream (an HTTP/1.1 tunnel, or just the HTTP/2 stream) while the client is not draining. Never buffers a body. A failure after the
- * headers went out destroys the client's response (connection for HTTP/1.1, stream for HTTP/2) so that a
- * cut-off body can never look complete.
+ * pausing the upstream (an HTTP/1.1 tunnel, or just the HTTP/2 stream) while the client is not draining.
+ * Never buffers a body. A failure after the headers went out destroys the client's response (connection
+ * for HTTP/1.1, stream for HTTP/2) so that a cut-off body can never look complete.
  */
 export function forward(req: ForwardRequest, res: ClientResponse): Promise<ForwardResult> {
   return new Promise((resolve) => {
@@ -243,13 +243,15 @@ function shuttingDown(): ProxyError {
   return new ProxyError('SHUTTING_DOWN', 'the user-server is shutting down; retry', { retryAfterSeconds: 1 });
 }
 
+/** Appends `extra` (lower-case names) in place of any upstream header of the same name. */
 function withExtraHeaders(headers: string[], extra: string[] | undefined): string[] {
   if (extra === undefined) return headers;
-  const names = new Set<string>();
-  for (let i = 0; i < extra.length; i += 2) names.add(extra[i]!.toLowerCase());
   const out: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
-    if (!names.has(headers[i]!.toLowerCase())) out.push(headers[i]!, headers[i + 1]!);
+    const lower = headers[i]!.toLowerCase();
+    let replaced = false;
+    for (let j = 0; j < extra.length && !replaced; j += 2) replaced = extra[j] === lower;
+    if (!replaced) out.push(headers[i]!, headers[i + 1]!);
   }
   out.push(...extra);
   return out;

@@ -61,3 +61,34 @@ export function h2(port: number, ca: Buffer, path: string, opts: { method?: stri
 function wrap(status: number, headers: Record<string, string | string[] | undefined>, body: Buffer, httpVersion: string): ClientResponse {
   return { status, headers, body, text: body.toString('utf8'), json: () => JSON.parse(body.toString('utf8')), httpVersion };
 }
+
+export interface StreamedResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  /** Newline-terminated lines received. */
+  lines: number;
+  /** How the response ended: complete, or cut off by the proxy or the network (never seen as complete). */
+  how: 'complete' | 'aborted';
+}
+
+/**
+ * A streamed GET (a watch, `logs -f`) over its own HTTP/1.1 connection, read to its end. `onResponse`
+ * sees the response first, e.g. to pause it. A failed connection resolves as status 0, aborted.
+ */
+export function streamedGet(port: number, ca: Buffer, path: string, onResponse?: (res: import('node:http').IncomingMessage) => void): Promise<StreamedResponse> {
+  return new Promise((resolve) => {
+    const req = https.request({ host: '127.0.0.1', port, path, ca, servername: 'localhost', agent: false }, (res) => {
+      let lines = 0;
+      const done = (how: StreamedResponse['how']): void => resolve({ status: res.statusCode!, headers: res.headers, lines, how });
+      onResponse?.(res);
+      res.on('data', (c: Buffer) => {
+        for (const b of c) if (b === 0x0a) lines++;
+      });
+      res.on('end', () => done(res.complete ? 'complete' : 'aborted'));
+      res.on('aborted', () => done('aborted'));
+      res.on('error', () => done('aborted'));
+    });
+    req.on('error', () => resolve({ status: 0, headers: {}, lines: 0, how: 'aborted' }));
+    req.end();
+  });
+}

@@ -1,10 +1,10 @@
-import https from 'node:https';
 import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startAgent, type Agent } from '../harness/anp.ts';
 import { ROOT } from '../harness/certs.ts';
 import { hashedHost, startChain, type Chain, type RunningUserServer } from '../harness/chain.ts';
+import { streamedGet, type StreamedResponse } from '../harness/client.ts';
 import { startClusterTarget, type ClusterTarget } from '../harness/cluster-target.ts';
 import { startProcess, type Managed } from '../harness/processes.ts';
 
@@ -42,29 +42,10 @@ afterAll(async () => {
   await chain?.close();
 });
 
-interface Watch {
-  status: number;
-  proto: string | undefined;
-  lines: number;
-  how: 'complete' | 'aborted';
-}
-
-function watch(pathAndQuery: string, onResponse?: (res: import('node:http').IncomingMessage) => void): Promise<Watch> {
-  return new Promise((resolve) => {
-    const req = https.request({ host: '127.0.0.1', port: us.port, path: `/${CLUSTER}${pathAndQuery}`, ca, servername: 'localhost', agent: false }, (res) => {
-      let lines = 0;
-      const done = (how: Watch['how']): void => resolve({ status: res.statusCode!, proto: res.headers['x-service-proxy-proto'] as string | undefined, lines, how });
-      onResponse?.(res);
-      res.on('data', (c: Buffer) => {
-        for (const b of c) if (b === 0x0a) lines++;
-      });
-      res.on('end', () => done(res.complete ? 'complete' : 'aborted'));
-      res.on('aborted', () => done('aborted'));
-      res.on('error', () => done('aborted'));
-    });
-    req.on('error', () => resolve({ status: 0, proto: undefined, lines: 0, how: 'aborted' }));
-    req.end();
-  });
+/** A watch to the Go-served cluster, with the protocol its service-proxy hop used. */
+async function watch(pathAndQuery: string, onResponse?: Parameters<typeof streamedGet>[3]): Promise<{ status: number; proto: string | undefined; lines: number; how: StreamedResponse['how'] }> {
+  const r = await streamedGet(us.port, ca, `/${CLUSTER}${pathAndQuery}`, onResponse);
+  return { status: r.status, proto: r.headers['x-service-proxy-proto'] as string | undefined, lines: r.lines, how: r.how };
 }
 
 const dials = (): Promise<number> => us.server.metrics.successfulDials();

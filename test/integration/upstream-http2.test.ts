@@ -3,6 +3,7 @@ import https from 'node:https';
 import { describe, expect, test } from 'vitest';
 import { metricValue } from '../harness/anp.ts';
 import { type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
+import { streamedGet, type StreamedResponse } from '../harness/client.ts';
 
 // Long-running requests ride HTTP/2 streams to the service-proxy when it offers h2, as the Go one does.
 // Cluster a's service-proxy double offers h2 and http/1.1; cluster b's offers only http/1.1.
@@ -13,28 +14,10 @@ useChain((c) => ({ chain, us, ca } = c), { http1OnlyServiceProxies: ['1-cluster-
 
 const MiB = 1024 * 1024;
 
-interface Watch {
-  status: number;
-  lines: number;
-  /** How the response ended: complete, or cut off by the proxy or the network. */
-  how: 'complete' | 'aborted';
-}
-
-/** A watch over its own HTTP/1.1 connection, read to the end. */
-function watch(port: number, path: string, onData?: (res: import('node:http').IncomingMessage) => void): Promise<Watch> {
-  return new Promise((resolve) => {
-    const req = https.request({ host: '127.0.0.1', port, path, ca, servername: 'localhost', agent: false }, (res) => {
-      let text = '';
-      onData?.(res);
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode!, lines: text.split('\n').length - 1, how: res.complete ? 'complete' : 'aborted' }));
-      res.on('aborted', () => resolve({ status: res.statusCode!, lines: text.split('\n').length - 1, how: 'aborted' }));
-      res.on('error', () => resolve({ status: res.statusCode!, lines: text.split('\n').length - 1, how: 'aborted' }));
-    });
-    req.on('error', () => resolve({ status: 0, lines: 0, how: 'aborted' }));
-    req.end();
-  });
+/** A watch over its own HTTP/1.1 connection, read to the end: status, lines and how it ended. */
+async function watch(port: number, path: string, onResponse?: Parameters<typeof streamedGet>[3]): Promise<{ status: number; lines: number; how: StreamedResponse['how'] }> {
+  const { status, lines, how } = await streamedGet(port, ca, path, onResponse);
+  return { status, lines, how };
 }
 
 const dials = (server: RunningUserServer = us): Promise<number> => server.server.metrics.successfulDials();
