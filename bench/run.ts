@@ -372,7 +372,7 @@ async function main(): Promise<number> {
     machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, kernel: os.release(), loadAverageAtStart: os.loadavg().map((v) => round(v, 2)) },
     settings: { runs: RUNS, seconds: SECONDS, warmupSeconds: WARMUP, anp: ANP_VERSION, upstreamCommit: UPSTREAM_COMMIT, ocmVersion: OCM_VERSION },
     systems: {
-      limit: { name: 'limit: client pooling its own CONNECT tunnels through ANP (undici + src/tunnel/anp-tunnel.ts)', included: systems.includes('limit') },
+      limit: { name: 'limit: client pooling its own CONNECT tunnels through ANP (undici + src/tunnel/open-tunnel.ts)', included: systems.includes('limit') },
       ts: { name: 'this user-server (node src/cli.ts)', included: systems.includes('ts') },
       go: { name: `upstream Go user-server (stolostron/cluster-proxy-addon ${UPSTREAM_COMMIT}), ANP in grpc mode`, included: systems.includes('go'), ...(topo.skipped.go !== undefined ? { skipped: topo.skipped.go } : {}) },
       ocm: { name: `OCM user-server (open-cluster-management.io/cluster-proxy ${OCM_VERSION}, the newest the Go module proxy serves; a tunnel and a TLS connection per request), ANP in grpc mode`, included: systems.includes('ocm'), ...(topo.skipped.ocm !== undefined ? { skipped: topo.skipped.ocm } : {}) },

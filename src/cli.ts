@@ -26,7 +26,7 @@ async function main(): Promise<number> {
   const logger = createLogger(config.log.level, logOutput.stream);
   let server;
   try {
-    server = createUserServer(config, logger, metrics);
+    server = createUserServer(config, logger, { metrics });
   } catch (err) {
     // Certificates that do not load are a configuration error too: name the setting and stop.
     if (err instanceof ConfigError) {
@@ -39,7 +39,7 @@ async function main(): Promise<number> {
   const health = createHealthServer({ ready: server.ready, draining: () => draining }, server.metrics.registry);
   const healthAddress = await listenHealth(health, config.health.address, config.health.port);
   const address = await server.listen();
-  logger.info({ address: address.address, port: address.port, healthPort: healthAddress.port, proxy: config.proxy.transport === 'tcp' ? `${config.proxy.host}:${config.proxy.port}` : config.proxy.path }, 'user-server listening');
+  logger.info({ address: address.address, port: address.port, healthPort: healthAddress.port, proxy: config.proxy.transport === 'tcp' ? `${config.proxy.host}:${config.proxy.port}` : config.proxy.path, proxyMode: config.proxyMode }, 'user-server listening');
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

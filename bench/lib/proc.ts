@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ROOT } from '../../test/harness/certs.ts';
 
 /** The Node 24 binary of the `node` devDependency (an ELF executable, so its pid is the server's pid). */
-export const NODE = path.join(ROOT, 'node_modules/node/bin/node');
+/** The pinned Node 24 the benchmark itself runs on (npm scripts put it first on PATH). */
+export const NODE = process.execPath;
 
 export interface BenchProcess {
   name: string;

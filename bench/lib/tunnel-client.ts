@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { Agent } from 'undici';
-import { openTunnel, type TunnelOptions } from '../../src/tunnel/anp-tunnel.ts';
+import { createDialer } from '../../src/tunnel/create-dialer.ts';
+import { openTunnel, type TunnelOptions } from '../../src/tunnel/open-tunnel.ts';
 
 /** What the "limit" client needs to reach a service-proxy through ANP by itself. */
 export interface DirectTunnelSpec {
@@ -13,19 +14,26 @@ export interface DirectTunnelSpec {
 }
 
 /**
- * An undici Agent whose connections are the project's own CONNECT tunnels (mTLS to ANP, CONNECT, TLS to
- * the service-proxy inside): the client pools its tunnels itself, with no user-server in between.
+ * The project's own CONNECT tunnels (mTLS to ANP, CONNECT, TLS to the service-proxy inside), as the
+ * "limit" client uses them: it always speaks HTTP CONNECT, to the bench's http-connect proxy-server.
  */
 function tunnelOptions(spec: DirectTunnelSpec): TunnelOptions {
   const proxyTls = tls.createSecureContext({ ca: readFileSync(spec.caFile), cert: readFileSync(spec.certFile), key: readFileSync(spec.keyFile) });
   const serviceProxyTls = tls.createSecureContext({ ca: readFileSync(spec.caFile) });
   return {
-    proxy: { transport: 'tcp', host: spec.proxyHost, port: spec.proxyPort, servername: spec.proxyHost },
-    proxyTls: () => proxyTls,
+    dialer: createDialer({
+      mode: 'http-connect',
+      endpoint: { transport: 'tcp', host: spec.proxyHost, port: spec.proxyPort, servername: spec.proxyHost },
+      proxyTls: () => proxyTls,
+      connectTimeoutMs: 10_000,
+      agentRetryAfterSeconds: 5,
+      // gRPC only; the CONNECT dialer keeps nothing between dials.
+      connections: 1,
+      keepaliveIntervalMs: 0,
+      stallTimeoutMs: 0,
+    }),
     serviceProxyTls: () => serviceProxyTls,
-    connectTimeoutMs: 10_000,
     tlsHandshakeTimeoutMs: 10_000,
-    agentRetryAfterSeconds: 5,
   };
 }
 
@@ -34,6 +42,10 @@ export function openTunnelSocket(spec: DirectTunnelSpec, host: string, port: num
   return openTunnel(tunnelOptions(spec), { host, port });
 }
 
+/**
+ * An undici Agent whose connections are such tunnels: the client pools its tunnels itself, with no
+ * user-server in between.
+ */
 export function directTunnelAgent(spec: DirectTunnelSpec, connections: number): Agent {
   const options = tunnelOptions(spec);
   return new Agent({

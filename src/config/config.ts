@@ -1,9 +1,13 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { compileTargetTemplate } from '../tunnel/target-host.ts';
-import { SETTINGS, type SettingName, type SettingSpec } from './settings.ts';
+import { IGNORED_FLAGS, SETTINGS, type SettingName, type SettingSpec } from './settings.ts';
 
 export interface Config {
+  /** Which ANP frontend the proxy-server runs: one dialer speaks each. */
+  proxyMode: 'grpc' | 'http-connect';
+  /** gRPC mode's connection set. */
+  grpc: { connections: number; keepaliveIntervalMs: number };
   server: { address: string; port: number; certFile: string; keyFile: string; minVersion: 'TLSv1.2' | 'TLSv1.3'; maxHeaderBytes: number };
   health: { address: string; port: number };
   proxy:
@@ -29,11 +33,12 @@ type Raw = Partial<Record<SettingName, string>>;
 
 /** Flags win over environment variables, which win over defaults. */
 export function readSettings(argv: readonly string[], environment: NodeJS.ProcessEnv): { values: Raw; help: boolean } {
+  const { args, verbosity } = fromUpstreamForm(argv);
   const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
   for (const s of SETTINGS) options[s.flag] = { type: 'string' };
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], options, allowPositionals: false, strict: true });
+    parsed = parseArgs({ args, options, allowPositionals: false, strict: true });
   } catch (err) {
     throw new ConfigError(`${(err as Error).message}; see --help`);
   }
@@ -44,7 +49,62 @@ export function readSettings(argv: readonly string[], environment: NodeJS.Proces
     const v = (parsed.values[s.flag] as string | undefined) ?? fromEnv ?? s.default;
     if (v !== undefined) values[s.flag] = v;
   }
+  // klog's -v=4 and up is the Go server's debug logging; an explicit --log-level still wins.
+  const levelGiven = parsed.values['log-level'] !== undefined || (environment[specOf('log-level').env] ?? '') !== '';
+  if (verbosity !== undefined && verbosity >= 4 && !levelGiven) values['log-level'] = 'debug';
   return { values, help: parsed.values.help === true };
+}
+
+const ALIAS_OF = new Map<string, string>(SETTINGS.flatMap((s: SettingSpec) => (s.aliases ?? []).map((a) => [a, s.flag] as [string, string])));
+
+/**
+ * Takes the Go user-server's command line as it is (cobra and pflag conventions) and turns it into ours:
+ * the `/cluster-proxy user-server` prefix of its image's arguments, `_` for `-` in flag names, its flag
+ * names (`--host`, `--port`), flags it ignores itself, and klog's `-v`.
+ */
+export function fromUpstreamForm(argv: readonly string[]): { args: string[]; verbosity?: number } {
+  let rest = [...argv];
+  if (rest.length > 0 && /(^|\/)cluster-proxy$/.test(rest[0]!) && rest[1] === 'user-server') rest = rest.slice(2);
+  else if (rest[0] === 'user-server') rest = rest.slice(1);
+  const args: string[] = [];
+  const given = new Map<string, { as: string; value: string | undefined }>();
+  let verbosity: number | undefined;
+  for (let i = 0; i < rest.length; i++) {
+    const token = rest[i]!;
+    const takesNext = (): string | undefined => (i + 1 < rest.length && !rest[i + 1]!.startsWith('-') ? rest[++i] : undefined);
+    const shortV = /^-v(?:=?(.*))?$/.exec(token);
+    const long = token.startsWith('--') && token.length > 2 ? token.slice(2) : undefined;
+    if (shortV !== null || (long !== undefined && /^v(=|$)/.test(long))) {
+      const inline = shortV !== null ? shortV[1] : long!.includes('=') ? long!.slice(long!.indexOf('=') + 1) : undefined;
+      const text = inline !== undefined && inline !== '' ? inline : takesNext();
+      if (text === undefined || !/^\d+$/.test(text)) throw new ConfigError(`-v (klog verbosity) must be a whole number, got ${JSON.stringify(text ?? '')}`);
+      verbosity = Number(text);
+      continue;
+    }
+    if (long === undefined) {
+      args.push(token);
+      continue;
+    }
+    const eq = long.indexOf('=');
+    const written = eq === -1 ? long : long.slice(0, eq);
+    const inlineValue = eq === -1 ? undefined : long.slice(eq + 1);
+    const name = written.replaceAll('_', '-');
+    if ((IGNORED_FLAGS as readonly string[]).includes(name)) {
+      if (inlineValue === undefined) takesNext();
+      continue;
+    }
+    const canonical = ALIAS_OF.get(name) ?? name;
+    if (canonical !== 'help') {
+      const value = inlineValue ?? (i + 1 < rest.length ? rest[i + 1] : undefined);
+      const earlier = given.get(canonical);
+      if (earlier !== undefined && earlier.as !== written && earlier.value !== value) {
+        throw new ConfigError(`--${earlier.as} and --${written} name the same setting (--${canonical}) with different values: pick one`);
+      }
+      given.set(canonical, { as: written, value });
+    }
+    args.push(inlineValue === undefined ? `--${canonical}` : `--${canonical}=${inlineValue}`);
+  }
+  return verbosity === undefined ? { args } : { args, verbosity };
 }
 
 export function buildConfig(raw: Raw): Config {
@@ -87,8 +147,14 @@ export function buildConfig(raw: Raw): Config {
   }
   const connectMs = required('connect-timeout', parseDuration);
   if (connectMs < 1000) throw new ConfigError(`${label(specOf('connect-timeout'))} must be at least 1s (ANP's agent dial alone may take 5s)`);
+  const keepaliveIntervalMs = required('proxy-keepalive-interval', parseDuration);
+  if (keepaliveIntervalMs !== 0 && keepaliveIntervalMs < MIN_GRPC_KEEPALIVE_MS) {
+    throw new ConfigError(`${label(specOf('proxy-keepalive-interval'))} must be 0 (off) or at least 5m: ANP's gRPC frontend answers pings closer than 5 minutes with GOAWAY too_many_pings, which drops every tunnel on the connection`);
+  }
 
   return {
+    proxyMode: required('proxy-mode', parseEnum) as Config['proxyMode'],
+    grpc: { connections: required('proxy-connections', parseCount), keepaliveIntervalMs },
     server: {
       address: required('server-address', parseString),
       port: required('server-port', parsePort),
@@ -134,11 +200,19 @@ export function loadConfig(argv: readonly string[], environment: NodeJS.ProcessE
 
 export function helpText(): string {
   const lines = ['Usage: cluster-proxy-user-server [flags]', '', 'Every flag can also be set with the environment variable shown.', ''];
-  for (const s of SETTINGS) {
+  for (const s of SETTINGS as readonly SettingSpec[]) {
     const def = s.default === undefined ? '' : ` (default ${s.default})`;
-    lines.push(`  --${s.flag} <${s.type}>   ${s.env}`, `      ${s.help}${def}`);
+    const aliases = (s.aliases ?? []).map((a) => `, --${a}`).join('');
+    lines.push(`  --${s.flag} <${s.type}>${aliases}   ${s.env}`, `      ${s.help}${def}`);
   }
-  lines.push('', 'Durations are written like 500ms, 10s, 2m or 1h; 0 disables where noted.');
+  lines.push(
+    '',
+    'Durations are written like 500ms, 10s, 2m or 1h; 0 disables where noted.',
+    '',
+    "The Go user-server's command line works as it is: a leading `user-server` (or `/cluster-proxy user-server`)",
+    'is skipped, `_` and `-` are the same in flag names, --host and --port name the proxy-server,',
+    `${IGNORED_FLAGS.map((f) => `--${f}`).join(', ')} is accepted and ignored, and klog's -v=N is accepted (4 or more: --log-level=debug).`,
+  );
   return lines.join('\n');
 }
 
@@ -188,6 +262,9 @@ function parseCountOrZero(v: string, s: SettingSpec): number {
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** grpc-go's default keepalive enforcement (MinTime), which ANP's frontend does not change. */
+const MIN_GRPC_KEEPALIVE_MS = 5 * 60_000;
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 

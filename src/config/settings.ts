@@ -13,13 +13,16 @@ export interface SettingSpec {
   default: string | undefined;
   help: string;
   choices?: readonly string[];
+  /** Other flag names for the same setting: the Go user-server's, so its Deployment arguments work as they are. */
+  aliases?: readonly string[];
 }
 
 const env = (flag: string): string => `CLUSTER_PROXY_${flag.toUpperCase().replaceAll('-', '_')}`;
 
-function spec(flag: string, type: SettingType, def: string | undefined, help: string, choices?: readonly string[]): SettingSpec {
+function spec(flag: string, type: SettingType, def: string | undefined, help: string, choices?: readonly string[], aliases?: readonly string[]): SettingSpec {
   const s: SettingSpec = { flag, env: env(flag), type, default: def, help };
   if (choices !== undefined) s.choices = choices;
+  if (aliases !== undefined) s.aliases = aliases;
   return s;
 }
 
@@ -31,16 +34,19 @@ export const SETTINGS = [
   spec('tls-min-version', 'enum', 'TLSv1.2', 'lowest TLS version offered to clients', ['TLSv1.2', 'TLSv1.3']),
   spec('health-address', 'string', '0.0.0.0', 'address of the plain-HTTP health and metrics server'),
   spec('health-port', 'port', '8000', 'port of /healthz, /readyz and /metrics'),
-  spec('proxy-server-host', 'string', undefined, 'ANP proxy-server host (HTTP-CONNECT frontend over mutual TLS)'),
-  spec('proxy-server-port', 'port', '8090', 'ANP proxy-server frontend port'),
+  spec('proxy-mode', 'enum', 'grpc', "the ANP proxy-server's frontend protocol, as its --mode: grpc (ANP's default, what ACM and OCM deploy) or http-connect", ['grpc', 'http-connect']),
+  spec('proxy-server-host', 'string', undefined, 'ANP proxy-server host (frontend over mutual TLS)', undefined, ['host']),
+  spec('proxy-server-port', 'port', '8090', 'ANP proxy-server frontend port', undefined, ['port']),
   spec('proxy-server-name', 'string', undefined, 'TLS server name expected from the proxy-server (default: --proxy-server-host)'),
   spec('proxy-server-uds', 'path', undefined, 'Unix socket of the ANP proxy-server frontend, instead of host and port (plain HTTP)'),
   spec('proxy-ca-cert', 'path', undefined, 'CA that verifies the proxy-server (TCP only)'),
   spec('proxy-cert', 'path', undefined, 'client certificate for the proxy-server (TCP only)'),
   spec('proxy-key', 'path', undefined, 'client key for the proxy-server (TCP only)'),
   spec('service-proxy-ca-cert', 'path', undefined, "CA that verifies each cluster's service-proxy (required)"),
-  spec('target-template', 'string', DEFAULT_TARGET_TEMPLATE, 'CONNECT target per cluster; {hash} = first 48 hex chars of sha256(cluster), {cluster} = the name'),
-  spec('connect-timeout', 'duration', '10s', "reaching the proxy-server and its CONNECT reply; keep it above ANP's 5s agent dial timeout"),
+  spec('target-template', 'string', DEFAULT_TARGET_TEMPLATE, "host:port the cluster's agent dials; {hash} = first 48 hex chars of sha256(cluster), {cluster} = the name"),
+  spec('connect-timeout', 'duration', '10s', "reaching the proxy-server and its answer to a dial (the CONNECT reply, or the gRPC DIAL_RSP); keep it above ANP's 5s agent dial timeout"),
+  spec('proxy-connections', 'count', '4', 'gRPC mode: HTTP/2 connections kept to the proxy-server; tunnels are streams spread over them, and behind a Service they reach different proxy-server replicas (ignored in http-connect mode, where each tunnel is a connection)'),
+  spec('proxy-keepalive-interval', 'duration', '5m', "gRPC mode: PING interval on connections that carry tunnels (0 disables); at least 5m, because ANP's frontend answers faster pings with GOAWAY too_many_pings, dropping every tunnel on the connection"),
   spec('tls-handshake-timeout', 'duration', '10s', 'TLS handshake with the service-proxy inside the tunnel'),
   spec('response-headers-timeout', 'duration', '120s', 'wait for response headers once a request is sent (0 disables); streams have no timeout'),
   spec('client-stall-timeout', 'duration', '60s', 'longest a client may leave a response unread before it is cut off (0 disables)'),
@@ -66,3 +72,9 @@ export const SETTINGS = [
 ] as const satisfies readonly SettingSpec[];
 
 export type SettingName = (typeof SETTINGS)[number]['flag'];
+
+/**
+ * Flags of the Go user-server that mean nothing here but must not stop a Deployment written for it:
+ * `--agent-install-namespace` has been unused upstream too since 2025.
+ */
+export const IGNORED_FLAGS = ['agent-install-namespace'] as const;

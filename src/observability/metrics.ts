@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { DialReport } from '../tunnel/anp-tunnel.ts';
+import type { DialReport } from '../tunnel/open-tunnel.ts';
 import { BoundedLabel } from './bounded-label.ts';
 
 const PREFIX = 'cluster_proxy_user_server_';
@@ -35,6 +35,7 @@ export class Metrics {
   private readonly tlsSeconds: Histogram;
   private readonly firstByteSeconds: Histogram<'kind'>;
   private readonly tunnelsOpen: Gauge;
+  private readonly proxyConnectionsOpen: Gauge;
   private readonly upgradedSessions: Gauge;
   private readonly tlsReloads: Counter<'source' | 'outcome'>;
   private readonly tlsNotAfter: Gauge<'source'>;
@@ -48,12 +49,13 @@ export class Metrics {
     this.requests = new Counter({ name: `${PREFIX}requests_total`, help: 'Requests by status class, method and kind.', labelNames: ['code', 'method', 'kind'], registers });
     this.duration = new Histogram({ name: `${PREFIX}request_duration_seconds`, help: 'Time from request to the end of the response.', labelNames: ['kind'], buckets: LATENCY_BUCKETS, registers });
     this.inFlight = new Gauge({ name: `${PREFIX}requests_in_flight`, help: 'Requests being served, upgraded sessions included.', labelNames: ['kind'], registers });
-    this.dials = new Counter({ name: `${PREFIX}tunnel_dials_total`, help: 'CONNECT tunnels opened through ANP, by outcome.', labelNames: ['outcome'], registers });
-    this.dialSeconds = new Histogram({ name: `${PREFIX}tunnel_connect_seconds`, help: 'Time to the CONNECT reply (includes the agent dial).', buckets: LATENCY_BUCKETS, registers });
+    this.dials = new Counter({ name: `${PREFIX}tunnel_dials_total`, help: 'Tunnels opened through ANP (CONNECT or gRPC), by outcome.', labelNames: ['outcome'], registers });
+    this.dialSeconds = new Histogram({ name: `${PREFIX}tunnel_connect_seconds`, help: 'Time until the agent dial was answered (CONNECT reply or gRPC DIAL_RSP).', buckets: LATENCY_BUCKETS, registers });
     this.tlsSeconds = new Histogram({ name: `${PREFIX}tunnel_tls_seconds`, help: 'TLS handshake with the service-proxy inside the tunnel.', buckets: LATENCY_BUCKETS, registers });
     this.firstByteSeconds = new Histogram({ name: `${PREFIX}time_to_first_byte_seconds`, help: 'Time from dispatch to the upstream response headers.', labelNames: ['kind'], buckets: LATENCY_BUCKETS, registers });
     this.upgradedSessions = new Gauge({ name: `${PREFIX}upgraded_sessions`, help: 'Upgraded sessions (exec, attach, port-forward) past their 101, still open.', registers });
     this.tunnelsOpen = new Gauge({ name: `${PREFIX}tunnels_open`, help: 'Tunnels currently open (pooled and upgraded).', registers });
+    this.proxyConnectionsOpen = new Gauge({ name: `${PREFIX}proxy_server_connections`, help: 'HTTP/2 connections to the ANP proxy-server that carry gRPC tunnels (gRPC mode; always 0 in http-connect mode, where each tunnel is a connection).', registers });
     this.tlsReloads = new Counter({ name: `${PREFIX}tls_reloads_total`, help: 'Certificate reloads after their files changed, by material and outcome (a failure keeps the previous certificates).', labelNames: ['source', 'outcome'], registers });
     this.tlsNotAfter = new Gauge({ name: `${PREFIX}tls_certificate_not_after_seconds`, help: 'Expiry (Unix time) of the certificate in use, by material; the earliest one for CA bundles.', labelNames: ['source'], registers });
     this.logDropped = new Counter({ name: `${PREFIX}log_lines_dropped_total`, help: 'Log lines dropped because stdout did not drain and --log-buffer-bytes was full.', registers });
@@ -116,7 +118,11 @@ export class Metrics {
     this.tunnelsOpen.dec();
   }
 
-  /** Successful CONNECTs so far; tests and benchmarks use it to check tunnel reuse. */
+  proxyConnections(open: number): void {
+    this.proxyConnectionsOpen.set(open);
+  }
+
+  /** Successful dials so far; tests use it to check tunnel reuse. */
   async successfulDials(): Promise<number> {
     const m = await this.dials.get();
     return m.values.find((v) => v.labels.outcome === 'success')?.value ?? 0;

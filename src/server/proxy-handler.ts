@@ -6,7 +6,7 @@ import { addKubeRequestFields } from '../observability/request-info.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
 import { isLongRunning } from '../routing/long-running.ts';
 import { parseRequestTarget, type Route } from '../routing/request-target.ts';
-import type { TunnelTarget } from '../tunnel/anp-tunnel.ts';
+import type { TunnelTarget } from '../tunnel/open-tunnel.ts';
 import { forward, type ClientRequest, type ClientResponse } from '../upstream/forward.ts';
 import type { TunnelPools } from '../upstream/tunnel-pool.ts';
 import type { DrainState } from './drain.ts';

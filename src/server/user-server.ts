@@ -9,7 +9,9 @@ import { TlsReloader } from '../config/tls-reloader.ts';
 import { ProxyError } from '../errors/proxy-error.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { requestIdGenerator, saneRequestId } from '../observability/request-id.ts';
-import type { TunnelOptions } from '../tunnel/anp-tunnel.ts';
+import { createDialer } from '../tunnel/create-dialer.ts';
+import type { Dialer } from '../tunnel/dialer.ts';
+import type { TunnelOptions } from '../tunnel/open-tunnel.ts';
 import { compileTargetTemplate } from '../tunnel/target-host.ts';
 import { statusResponse } from '../upgrade/response-head.ts';
 import { createUpgradeHandler, type UpgradeHandler } from '../upgrade/upgrade-handler.ts';
@@ -53,18 +55,33 @@ function sleep(ms: number): Promise<void> {
  * Fastify routes every method and path to one handler that takes the response over (hijack): the
  * handler streams, and Fastify must neither parse bodies nor send replies of its own.
  */
-export function createUserServer(config: Config, logger: Logger, metrics = new Metrics({ clusterLabelLimit: config.metrics.clusterLabelLimit })): UserServer {
+export interface UserServerDeps {
+  metrics?: Metrics;
+  /** How tunnels are opened through ANP; by default the one `--proxy-mode` names. Tests may hand in their own. */
+  dialer?: Dialer;
+}
+
+export function createUserServer(config: Config, logger: Logger, deps: UserServerDeps = {}): UserServer {
+  const metrics = deps.metrics ?? new Metrics({ clusterLabelLimit: config.metrics.clusterLabelLimit });
   const tlsFiles = new TlsReloader({ config, logger, metrics, intervalMs: config.tls.reloadIntervalMs });
   const drain = new DrainState();
-  const tunnel: TunnelOptions = {
-    proxy: config.proxy.transport === 'tcp'
+  const dialer = deps.dialer ?? createDialer({
+    mode: config.proxyMode,
+    endpoint: config.proxy.transport === 'tcp'
       ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
       : { transport: 'uds', path: config.proxy.path },
     proxyTls: tlsFiles.proxyContext,
-    serviceProxyTls: tlsFiles.serviceProxyContext,
     connectTimeoutMs: config.timeouts.connectMs,
-    tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
     agentRetryAfterSeconds: config.agentRetryAfterSeconds,
+    connections: config.grpc.connections,
+    keepaliveIntervalMs: config.grpc.keepaliveIntervalMs,
+    stallTimeoutMs: config.timeouts.clientStallMs,
+    onConnections: (open) => metrics.proxyConnections(open),
+  });
+  const tunnel: TunnelOptions = {
+    dialer,
+    serviceProxyTls: tlsFiles.serviceProxyContext,
+    tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
     onDial: (r) => metrics.dialed(r),
     onTunnelOpen: () => metrics.tunnelOpened(),
     onTunnelClose: () => metrics.tunnelClosed(),
@@ -228,6 +245,7 @@ export function createUserServer(config: Config, logger: Logger, metrics = new M
     });
     await Promise.all([app.close(), upgradesClosed]);
     await pools.close();
+    dialer.close();
   };
 
   return {

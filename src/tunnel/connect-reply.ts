@@ -5,6 +5,7 @@
  * means nothing on a CONNECT reply and is ignored) and report failures in-band, as an HTTP response
  * written into the tunnel (`HTTP/1.1 500 ...` or `HTTP/0.0 503 ...`).
  */
+import { agentErrorKind } from './dialer.ts';
 
 export interface ReplyHead {
   statusCode: number;
@@ -54,8 +55,9 @@ export type DialFailureKind = 'no-agent' | 'dial-timeout' | 'dial-failed' | 'une
  * agent matches; eras A/B send 503 for every dial error, so the body text decides there.
  */
 export function classifyConnectFailure(statusCode: number, body: string): DialFailureKind {
-  if (/no agent available|no backend available|no tunnels available/i.test(body)) return 'no-agent';
-  if (statusCode === 504 || /i\/o timeout|deadline exceeded|timed out/i.test(body)) return 'dial-timeout';
+  const kind = agentErrorKind(body);
+  if (kind !== undefined) return kind;
+  if (statusCode === 504) return 'dial-timeout';
   if (statusCode === 502 || statusCode === 503) return 'dial-failed';
   if (statusCode === 500 && body.trim() === '') return 'no-agent';
   return 'unexpected';

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { TunnelTarget } from './anp-tunnel.ts';
+import type { TunnelTarget } from './open-tunnel.ts';
 
 /**
  * The CONNECT target for a cluster. Production agents register `host=cluster-<first 48 hex of

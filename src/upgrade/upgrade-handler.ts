@@ -7,7 +7,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { addKubeRequestFields } from '../observability/request-info.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
 import { parseRequestTarget, type Route } from '../routing/request-target.ts';
-import { openTunnel, type TunnelOptions, type TunnelTarget } from '../tunnel/anp-tunnel.ts';
+import { openTunnel, type TunnelOptions, type TunnelTarget } from '../tunnel/open-tunnel.ts';
 import { PerClusterLimit } from '../server/per-cluster-limit.ts';
 import { refusalHead, statusResponse, switchingProtocolsHead } from './response-head.ts';
 import { splice, type Splice, type SpliceResult } from './splice.ts';

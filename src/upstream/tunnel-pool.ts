@@ -1,5 +1,5 @@
 import { Agent, type Dispatcher } from 'undici';
-import { openTunnel, type TunnelOptions } from '../tunnel/anp-tunnel.ts';
+import { openTunnel, type TunnelOptions } from '../tunnel/open-tunnel.ts';
 
 export interface PoolLimits {
   /** Keep-alive tunnels per cluster for ordinary requests. */

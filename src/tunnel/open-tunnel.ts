@@ -1,0 +1,128 @@
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import { DialError, authorityOf, isDialError, type DialOutcome, type DialTarget, type Dialer } from './dialer.ts';
+
+export interface TunnelTarget extends DialTarget {
+  /**
+   * Offer h2 as well as http/1.1 to the service-proxy. Never for a tunnel that may carry an upgrade:
+   * WebSocket and SPDY upgrades need HTTP/1.1.
+   */
+  http2?: boolean;
+}
+
+export interface DialReport {
+  outcome: DialOutcome;
+  /** Seconds from the start until the agent's dial was answered (or the failure). */
+  connectSeconds: number;
+  /** Seconds the TLS handshake to the service-proxy took, on success. */
+  tlsSeconds?: number;
+}
+
+export interface TunnelOptions {
+  /** Opens the byte stream through ANP: HTTP CONNECT or gRPC, chosen by configuration. */
+  dialer: Dialer;
+  /** Trust for the service-proxy inside the tunnel. */
+  serviceProxyTls: () => tls.SecureContext;
+  /** TLS handshake with the service-proxy inside the tunnel. */
+  tlsHandshakeTimeoutMs: number;
+  onDial?: (report: DialReport) => void;
+  /** Called for each tunnel that opened, and again when it closes: feeds the open-tunnels gauge. */
+  onTunnelOpen?: () => void;
+  onTunnelClose?: () => void;
+}
+
+/**
+ * Opens one tunnel: the dialer's byte stream to the cluster's service-proxy, then TLS to the service-proxy
+ * inside it. Resolves with the TLS socket; rejects with a DialError.
+ */
+export async function openTunnel(opts: TunnelOptions, target: TunnelTarget, signal?: AbortSignal): Promise<tls.TLSSocket> {
+  const started = performance.now();
+  let carrier: Duplex;
+  try {
+    carrier = await opts.dialer.dial(target, signal);
+  } catch (err) {
+    const failure = isDialError(err) ? err : new DialError('proxy_protocol_error', `opening a tunnel failed: ${(err as Error).message}`, { cause: err });
+    opts.onDial?.({ outcome: failure.outcome, connectSeconds: (performance.now() - started) / 1000 });
+    throw failure;
+  }
+  const connectSeconds = (performance.now() - started) / 1000;
+  try {
+    const socket = await startServiceProxyTls(opts, target, carrier, signal);
+    opts.onDial?.({ outcome: 'success', connectSeconds, tlsSeconds: (performance.now() - started) / 1000 - connectSeconds });
+    if (opts.onTunnelOpen !== undefined) {
+      opts.onTunnelOpen();
+      socket.once('close', () => opts.onTunnelClose?.());
+    }
+    return socket;
+  } catch (err) {
+    const failure = err as DialError;
+    opts.onDial?.({ outcome: failure.outcome, connectSeconds });
+    throw failure;
+  }
+}
+
+function startServiceProxyTls(opts: TunnelOptions, target: TunnelTarget, carrier: Duplex, signal: AbortSignal | undefined): Promise<tls.TLSSocket> {
+  const authority = authorityOf(target);
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const fail = (outcome: Exclude<DialOutcome, 'success'>, message: string, cause?: unknown): void => {
+      if (settled) return;
+      settled = true;
+      cleanup();
+      inner.destroy();
+      carrier.destroy();
+      reject(new DialError(outcome, message, cause === undefined ? {} : { cause }));
+    };
+    const onError = (err: NodeJS.ErrnoException): void => {
+      if (isPlainTextInsteadOfTls(err)) {
+        fail('proxy_protocol_error', `the tunnel to ${authority} carried plain text instead of TLS, as ANP versions before v0.31.4 do to report a dial error after answering 200: ${err.message}`, err);
+      } else {
+        fail('service_proxy_tls_failed', `TLS to the service-proxy ${authority} failed: ${err.message}`, err);
+      }
+    };
+    const onCarrierClose = (): void => fail('service_proxy_tls_failed', `the tunnel to ${authority} closed during the TLS handshake with the service-proxy`);
+    const onAbort = (): void => fail('aborted', 'the request was cancelled while the tunnel was being opened');
+    const timer = setTimeout(() => {
+      fail('service_proxy_tls_timeout', `TLS handshake with the service-proxy ${authority} did not finish within ${opts.tlsHandshakeTimeoutMs} ms`);
+    }, opts.tlsHandshakeTimeoutMs);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      inner.removeListener('error', onError);
+      carrier.removeListener('error', onError);
+      carrier.removeListener('close', onCarrierClose);
+    };
+
+    const inner = tls.connect({
+      socket: carrier,
+      host: target.host,
+      servername: net.isIP(target.host) === 0 ? target.host : undefined,
+      secureContext: opts.serviceProxyTls(),
+      ALPNProtocols: target.http2 === true ? ['h2', 'http/1.1'] : ['http/1.1'],
+    });
+    inner.once('error', onError);
+    carrier.once('error', onError);
+    carrier.once('close', onCarrierClose);
+    if (signal !== undefined) {
+      if (signal.aborted) {
+        onAbort();
+        return;
+      }
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    inner.once('secureConnect', () => {
+      if (settled) return;
+      settled = true;
+      cleanup();
+      // From here the TLS socket's owner handles errors; a failure of the carrier must reach it.
+      carrier.on('error', (err) => inner.destroy(err));
+      resolve(inner);
+    });
+  });
+}
+
+/** OpenSSL's complaint when the bytes it reads are not a TLS record, e.g. "HTTP/1.1 500". */
+function isPlainTextInsteadOfTls(err: NodeJS.ErrnoException): boolean {
+  return err.code === 'ERR_SSL_WRONG_VERSION_NUMBER' || err.code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' || err.code === 'ERR_SSL_HTTP_REQUEST';
+}
