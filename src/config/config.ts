@@ -33,78 +33,89 @@ type Raw = Partial<Record<SettingName, string>>;
 
 /** Flags win over environment variables, which win over defaults. */
 export function readSettings(argv: readonly string[], environment: NodeJS.ProcessEnv): { values: Raw; help: boolean } {
-  const { args, verbosity } = fromUpstreamForm(argv);
-  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
-  for (const s of SETTINGS) options[s.flag] = { type: 'string' };
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean' }, v: { type: 'string', short: 'v' } };
+  for (const name of FLAG_NAMES) options[name] = { type: 'string' };
+  const args = normalizeArgs(withoutUpstreamCommand(argv));
   let parsed;
   try {
     parsed = parseArgs({ args, options, allowPositionals: false, strict: true });
   } catch (err) {
     throw new ConfigError(`${(err as Error).message}; see --help`);
   }
+  const flags = parsed.values as Record<string, string | boolean | undefined>;
   const values: Raw = {};
-  for (const s of SETTINGS) {
+  for (const s of SETTINGS as readonly SettingSpec[]) {
     // An empty variable counts as unset, so `FOO=` in a manifest falls back to the default.
     const fromEnv = environment[s.env] === '' ? undefined : environment[s.env];
-    const v = (parsed.values[s.flag] as string | undefined) ?? fromEnv ?? s.default;
-    if (v !== undefined) values[s.flag] = v;
+    const v = flagValue(s, flags) ?? fromEnv ?? s.default;
+    if (v !== undefined) values[s.flag as SettingName] = v;
   }
-  // klog's -v=4 and up is the Go server's debug logging; an explicit --log-level still wins.
-  const levelGiven = parsed.values['log-level'] !== undefined || (environment[specOf('log-level').env] ?? '') !== '';
+  // klog's -v=4 and up is where the Go user-server logs its dials and requests: the nearest here is debug.
+  // A log level set on purpose, by flag or environment, still wins.
+  const verbosity = parseVerbosity(flags.v as string | undefined);
+  const levelGiven = flags['log-level'] !== undefined || (environment[specOf('log-level').env] ?? '') !== '';
   if (verbosity !== undefined && verbosity >= 4 && !levelGiven) values['log-level'] = 'debug';
-  return { values, help: parsed.values.help === true };
+  return { values, help: flags.help === true };
 }
 
-const ALIAS_OF = new Map<string, string>(SETTINGS.flatMap((s: SettingSpec) => (s.aliases ?? []).map((a) => [a, s.flag] as [string, string])));
+/** Every long flag name the command line takes: our settings, the Go user-server's names for them, and the flags it alone used. */
+const FLAG_NAMES: ReadonlySet<string> = new Set([...(SETTINGS as readonly SettingSpec[]).flatMap((s) => [s.flag, ...(s.aliases ?? [])]), ...IGNORED_FLAGS]);
+
+/** A setting's value from the command line: its flag or an alias; both with different values is refused, since either guess may be wrong. */
+function flagValue(s: SettingSpec, flags: Record<string, string | boolean | undefined>): string | undefined {
+  const given = [s.flag, ...(s.aliases ?? [])].filter((name) => flags[name] !== undefined) as string[];
+  const first = given[0];
+  if (first === undefined) return undefined;
+  const other = given.find((name) => flags[name] !== flags[first]);
+  if (other !== undefined) {
+    throw new ConfigError(`--${first} and --${other} name the same setting with different values (${JSON.stringify(flags[first])} and ${JSON.stringify(flags[other])}): pick one`);
+  }
+  return flags[first] as string;
+}
 
 /**
- * Takes the Go user-server's command line as it is (cobra and pflag conventions) and turns it into ours:
- * the `/cluster-proxy user-server` prefix of its image's arguments, `_` for `-` in flag names, its flag
- * names (`--host`, `--port`), flags it ignores itself, and klog's `-v`.
+ * The Go image runs `/cluster-proxy user-server --host=...`, and its Deployments pass `user-server` as the
+ * first argument: both prefixes are dropped, so the same arguments start this server.
  */
-export function fromUpstreamForm(argv: readonly string[]): { args: string[]; verbosity?: number } {
-  let rest = [...argv];
-  if (rest.length > 0 && /(^|\/)cluster-proxy$/.test(rest[0]!) && rest[1] === 'user-server') rest = rest.slice(2);
-  else if (rest[0] === 'user-server') rest = rest.slice(1);
-  const args: string[] = [];
-  const given = new Map<string, { as: string; value: string | undefined }>();
-  let verbosity: number | undefined;
-  for (let i = 0; i < rest.length; i++) {
-    const token = rest[i]!;
-    const takesNext = (): string | undefined => (i + 1 < rest.length && !rest[i + 1]!.startsWith('-') ? rest[++i] : undefined);
-    const shortV = /^-v(?:=?(.*))?$/.exec(token);
-    const long = token.startsWith('--') && token.length > 2 ? token.slice(2) : undefined;
-    if (shortV !== null || (long !== undefined && /^v(=|$)/.test(long))) {
-      const inline = shortV !== null ? shortV[1] : long!.includes('=') ? long!.slice(long!.indexOf('=') + 1) : undefined;
-      const text = inline !== undefined && inline !== '' ? inline : takesNext();
-      if (text === undefined || !/^\d+$/.test(text)) throw new ConfigError(`-v (klog verbosity) must be a whole number, got ${JSON.stringify(text ?? '')}`);
-      verbosity = Number(text);
-      continue;
-    }
-    if (long === undefined) {
-      args.push(token);
-      continue;
-    }
-    const eq = long.indexOf('=');
-    const written = eq === -1 ? long : long.slice(0, eq);
-    const inlineValue = eq === -1 ? undefined : long.slice(eq + 1);
-    const name = written.replaceAll('_', '-');
-    if ((IGNORED_FLAGS as readonly string[]).includes(name)) {
-      if (inlineValue === undefined) takesNext();
-      continue;
-    }
-    const canonical = ALIAS_OF.get(name) ?? name;
-    if (canonical !== 'help') {
-      const value = inlineValue ?? (i + 1 < rest.length ? rest[i + 1] : undefined);
-      const earlier = given.get(canonical);
-      if (earlier !== undefined && earlier.as !== written && earlier.value !== value) {
-        throw new ConfigError(`--${earlier.as} and --${written} name the same setting (--${canonical}) with different values: pick one`);
-      }
-      given.set(canonical, { as: written, value });
-    }
-    args.push(inlineValue === undefined ? `--${canonical}` : `--${canonical}=${inlineValue}`);
+function withoutUpstreamCommand(argv: readonly string[]): readonly string[] {
+  if (argv[0] === 'user-server') return argv.slice(1);
+  if (argv[0] !== undefined && !argv[0].startsWith('-') && /(^|\/)cluster-proxy$/.test(argv[0])) {
+    if (argv[1] === 'user-server') return argv.slice(2);
+    throw new ConfigError(`${JSON.stringify(argv[0])} is followed by ${JSON.stringify(argv[1] ?? '')}: only its user-server subcommand is served here; see --help`);
   }
-  return verbosity === undefined ? { args } : { args, verbosity };
+  return argv;
+}
+
+/**
+ * The Go user-server's flag spellings, in the forms parseArgs reads: pflag's WordSepNormalizeFunc makes
+ * `_` and `-` the same in flag names, and pflag reads `-v=4` as -v with value 4 where parseArgs would keep
+ * the `=`. A name that is unknown either way is left as typed, so the error quotes it as typed.
+ */
+function normalizeArgs(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    // After `--` every argument is positional, and refused as one, as written.
+    if (arg === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (arg.startsWith('-v=')) {
+      out.push(`--v=${arg.slice(3)}`);
+      continue;
+    }
+    const m = /^--([^=]+)(=.*)?$/s.exec(arg);
+    const name = m?.[1]?.replaceAll('_', '-');
+    out.push(m !== null && name !== undefined && (FLAG_NAMES.has(name) || name === 'v' || name === 'help') ? `--${name}${m[2] ?? ''}` : arg);
+  }
+  return out;
+}
+
+/** klog's -v: a whole number, as klog itself requires; it only ever chooses the log level here. */
+function parseVerbosity(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^-?\d+$/.test(v)) throw new ConfigError(`-v (klog verbosity) must be a whole number, got ${JSON.stringify(v)}`);
+  return Number(v);
 }
 
 export function buildConfig(raw: Raw): Config {
@@ -211,7 +222,8 @@ export function helpText(): string {
     '',
     "The Go user-server's command line works as it is: a leading `user-server` (or `/cluster-proxy user-server`)",
     'is skipped, `_` and `-` are the same in flag names, --host and --port name the proxy-server,',
-    `${IGNORED_FLAGS.map((f) => `--${f}`).join(', ')} is accepted and ignored, and klog's -v=N is accepted (4 or more: --log-level=debug).`,
+    `${IGNORED_FLAGS.map((f) => `--${f}`).join(', ')} is accepted and ignored, and klog's -v=N is accepted: 4 or more means`,
+    `--log-level=debug unless --log-level or ${specOf('log-level').env} is set, and lower values change nothing.`,
   );
   return lines.join('\n');
 }

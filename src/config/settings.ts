@@ -38,7 +38,7 @@ export const SETTINGS = [
   spec('proxy-server-host', 'string', undefined, 'ANP proxy-server host (frontend over mutual TLS)', undefined, ['host']),
   spec('proxy-server-port', 'port', '8090', 'ANP proxy-server frontend port', undefined, ['port']),
   spec('proxy-server-name', 'string', undefined, 'TLS server name expected from the proxy-server (default: --proxy-server-host)'),
-  spec('proxy-server-uds', 'path', undefined, 'Unix socket of the ANP proxy-server frontend, instead of host and port (plain HTTP)'),
+  spec('proxy-server-uds', 'path', undefined, 'Unix socket of the ANP proxy-server frontend, instead of host and port (plain, no TLS, in either mode)'),
   spec('proxy-ca-cert', 'path', undefined, 'CA that verifies the proxy-server (TCP only)'),
   spec('proxy-cert', 'path', undefined, 'client certificate for the proxy-server (TCP only)'),
   spec('proxy-key', 'path', undefined, 'client key for the proxy-server (TCP only)'),

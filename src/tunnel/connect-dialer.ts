@@ -1,6 +1,8 @@
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import {
+  answeredBeforeDial,
   classifyConnectFailure,
   looksLikeInBandHttp,
   parseReplyHead,
@@ -30,6 +32,8 @@ export interface ConnectDialerOptions {
 
 /** Longest error body kept from a failed CONNECT reply; ANP's are one line. */
 const MAX_ERROR_BODY = 4096;
+/** How long an era-A tunnel that failed TLS may take to deliver the rest of ANP's in-band error. */
+const IN_BAND_WAIT_MS = 1_000;
 
 /**
  * ANP's HTTP-CONNECT frontend (`--mode=http-connect`): one connection to the proxy-server per tunnel,
@@ -47,7 +51,31 @@ export class ConnectDialer implements Dialer {
     // Nothing is kept between dials: every tunnel is its own connection.
   }
 
-  dial(target: DialTarget, signal?: AbortSignal): Promise<net.Socket> {
+  async explainFailedHandshake(carrier: Duplex): Promise<DialError | undefined> {
+    if (!(carrier instanceof InBandTap)) return undefined;
+    // The error's status line may come before its text: wait for ANP to close the tunnel, briefly.
+    carrier.explaining = true;
+    try {
+      await carrier.untilProxyCloses(IN_BAND_WAIT_MS);
+    } finally {
+      carrier.releaseRaw();
+    }
+    const text = carrier.firstBytes.toString('utf8');
+    const target = carrier.target;
+    if (looksLikeInBandHttp(carrier.firstBytes)) {
+      const lineEnd = text.indexOf('\r\n');
+      const status = parseStatusLine(lineEnd === -1 ? text : text.slice(0, lineEnd));
+      const bodyStart = text.indexOf('\r\n\r\n');
+      return dialErrorFromReply(target, status?.statusCode ?? 502, status?.statusText ?? '', bodyStart === -1 ? '' : text.slice(bodyStart + 4), 'in-band after 200', this.opts.agentRetryAfterSeconds);
+    }
+    if (carrier.firstBytes.length === 0 && carrier.closedByProxy) {
+      // Before v0.31, "no agent" is a 200 and then a close, with nothing in between.
+      return new DialError('agent_unavailable', `no agent is connected for ${target.host} (the ANP proxy-server answered CONNECT ${authorityOf(target)} with 200 and closed the tunnel, as versions before v0.31 do when no agent matches)`, { retryAfterSeconds: this.opts.agentRetryAfterSeconds });
+    }
+    return undefined;
+  }
+
+  dial(target: DialTarget, signal?: AbortSignal): Promise<Duplex> {
     const opts = this.opts;
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -55,7 +83,7 @@ export class ConnectDialer implements Dialer {
       const proxyName = endpointName(opts.endpoint);
       let phase: 'connect' | 'reply' = 'connect';
 
-      const finish = (err: DialError | undefined): void => {
+      const finish = (err: DialError | undefined, carrier?: Duplex): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
@@ -66,7 +94,7 @@ export class ConnectDialer implements Dialer {
           raw.destroy();
           reject(err);
         } else {
-          resolve(raw);
+          resolve(carrier ?? raw);
         }
       };
       const fail = (outcome: Exclude<DialOutcome, 'success'>, message: string, cause?: unknown, retryAfterSeconds?: number): void => {
@@ -127,21 +155,7 @@ export class ConnectDialer implements Dialer {
       }
 
       const failFromReply = (statusCode: number, statusText: string, body: string, inBand: boolean): void => {
-        const said = `${statusCode}${statusText ? ` ${statusText}` : ''}${body.trim() ? `: ${body.trim()}` : ''}`;
-        const how = inBand ? 'in-band after 200' : 'to CONNECT';
-        switch (classifyConnectFailure(statusCode, body)) {
-          case 'no-agent':
-            fail('agent_unavailable', `no agent is connected for ${target.host} (the ANP proxy-server answered ${how}: ${said})`, undefined, opts.agentRetryAfterSeconds);
-            return;
-          case 'dial-timeout':
-            fail('agent_dial_timeout', `the agent timed out dialling ${authority} (the ANP proxy-server answered ${how}: ${said})`);
-            return;
-          case 'dial-failed':
-            fail('agent_dial_failed', `the agent could not dial ${authority} (the ANP proxy-server answered ${how}: ${said})`);
-            return;
-          default:
-            fail('proxy_protocol_error', `the ANP proxy-server refused CONNECT ${authority}: ${said}`);
-        }
+        finish(dialErrorFromReply(target, statusCode, statusText, body, inBand ? 'in-band after 200' : 'to CONNECT', opts.agentRetryAfterSeconds));
       };
 
       raw.once(endpoint.transport === 'tcp' ? 'secureConnect' : 'connect', () => {
@@ -172,11 +186,100 @@ export class ConnectDialer implements Dialer {
             fail('proxy_protocol_error', `the ANP proxy-server sent ${head!.rest.length} unexpected bytes after accepting CONNECT ${authority}`);
             return;
           }
-          finish(undefined);
+          // An era-A 200 comes before the dial: keep the tunnel's first bytes, which may be ANP's
+          // in-band report of a failed dial rather than the service-proxy's TLS.
+          finish(undefined, answeredBeforeDial(head!) ? new InBandTap(raw, target) : raw);
         });
       });
     });
   }
+}
+
+function dialErrorFromReply(target: DialTarget, statusCode: number, statusText: string, body: string, how: string, agentRetryAfterSeconds: number): DialError {
+  const authority = authorityOf(target);
+  const said = `${statusCode}${statusText ? ` ${statusText}` : ''}${body.trim() ? `: ${body.trim()}` : ''}`;
+  switch (classifyConnectFailure(statusCode, body)) {
+    case 'no-agent':
+      return new DialError('agent_unavailable', `no agent is connected for ${target.host} (the ANP proxy-server answered ${how}: ${said})`, { retryAfterSeconds: agentRetryAfterSeconds });
+    case 'dial-timeout':
+      return new DialError('agent_dial_timeout', `the agent timed out dialling ${authority} (the ANP proxy-server answered ${how}: ${said})`);
+    case 'dial-failed':
+      return new DialError('agent_dial_failed', `the agent could not dial ${authority} (the ANP proxy-server answered ${how}: ${said})`);
+    default:
+      return new DialError('proxy_protocol_error', `the ANP proxy-server refused CONNECT ${authority}: ${said}`);
+  }
+}
+
+/**
+ * The tunnel of an era-A proxy-server, which answers 200 before its agent dials: the same bytes both ways,
+ * with the first ones received kept, so that a failed TLS handshake can be explained by ANP's in-band
+ * error text. Only era A pays for this JavaScript hop; eras B and C answer after the dial.
+ */
+class InBandTap extends Duplex {
+  readonly target: DialTarget;
+  firstBytes: Buffer = Buffer.alloc(0);
+  /** The proxy-server ended the tunnel (rather than this side). */
+  closedByProxy = false;
+  private readonly raw: net.Socket;
+
+  /** Resolves once the proxy-server has closed the tunnel, or after `ms`. */
+  untilProxyCloses(ms: number): Promise<void> {
+    if (this.closedByProxy) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.raw.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  constructor(raw: net.Socket, target: DialTarget) {
+    super({ allowHalfOpen: false });
+    this.raw = raw;
+    this.target = target;
+    raw.on('data', (chunk: Buffer) => {
+      if (this.firstBytes.length < MAX_ERROR_BODY) this.firstBytes = Buffer.concat([this.firstBytes, chunk]).subarray(0, MAX_ERROR_BODY);
+      if (!this.push(chunk)) raw.pause();
+    });
+    raw.on('end', () => {
+      this.closedByProxy = true;
+      this.push(null);
+    });
+    raw.on('error', (err) => this.destroy(err));
+    raw.on('close', () => {
+      this.closedByProxy = true;
+      this.destroy();
+    });
+  }
+
+  override _read(): void {
+    this.raw.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.raw.write(chunk, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    // As on the plain socket: the end of our side ends the tunnel at ANP.
+    this.raw.end();
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    // Kept open until the failure is explained (closed() waits for ANP's close); then the owner destroys it.
+    if (!this.raw.destroyed && !this.explaining) this.raw.destroy();
+    callback(err);
+  }
+
+  releaseRaw(): void {
+    this.explaining = false;
+    this.raw.destroy();
+  }
+
+  /** Set while a failed handshake is being explained: the raw socket must stay to receive ANP's text. */
+  explaining = false;
 }
 
 /** Reads from `socket` until a complete reply head is parsed; pauses the socket again afterwards. */

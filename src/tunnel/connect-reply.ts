@@ -42,6 +42,15 @@ export function parseStatusLine(line: string): { statusCode: number; statusText:
   return { statusCode: Number(m[1]), statusText: m[2] ?? '' };
 }
 
+/**
+ * Era A (ANP before v0.31) answers `200 OK` (Go's own status text) as soon as it takes the connection,
+ * before it looks for an agent; eras B and C say `200 Connection Established`. Only era A's 200 can be
+ * followed by an in-band error or a silent close once the dial fails.
+ */
+export function answeredBeforeDial(head: Pick<ReplyHead, 'statusCode' | 'statusText'>): boolean {
+  return head.statusCode === 200 && head.statusText === 'OK';
+}
+
 /** True when tunnel bytes look like an in-band HTTP error rather than a TLS record. */
 export function looksLikeInBandHttp(buf: Buffer): boolean {
   return buf.length >= 5 && buf.toString('latin1', 0, 5) === 'HTTP/';

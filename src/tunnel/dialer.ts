@@ -18,6 +18,12 @@ export interface Dialer {
   dial(target: DialTarget, signal?: AbortSignal): Promise<Duplex>;
   /** Closes what the dialer keeps between dials (the gRPC mode's connections); tunnels still open end. */
   close(): void;
+  /**
+   * When TLS to the service-proxy fails over a stream this dialer opened, says what ANP meant if the
+   * dialer can tell: old ANP versions accept a tunnel before the agent dials and report a failed dial
+   * inside it.
+   */
+  explainFailedHandshake?(carrier: Duplex): Promise<DialError | undefined>;
 }
 
 export type DialOutcome =

@@ -70,9 +70,21 @@ function startServiceProxyTls(opts: TunnelOptions, target: TunnelTarget, carrier
       if (settled) return;
       settled = true;
       cleanup();
+      // Both may still report the failure that brought us here; nobody is left to care.
+      inner.on('error', () => {});
+      carrier.on('error', () => {});
+      const failure = new DialError(outcome, message, cause === undefined ? {} : { cause });
+      const explain = outcome === 'aborted' || outcome === 'service_proxy_tls_timeout' ? undefined : opts.dialer.explainFailedHandshake;
+      if (explain === undefined) {
+        inner.destroy();
+        carrier.destroy();
+        reject(failure);
+        return;
+      }
+      const explained = explain.call(opts.dialer, carrier);
       inner.destroy();
       carrier.destroy();
-      reject(new DialError(outcome, message, cause === undefined ? {} : { cause }));
+      explained.then((e) => reject(e ?? failure), () => reject(failure));
     };
     const onError = (err: NodeJS.ErrnoException): void => {
       if (isPlainTextInsteadOfTls(err)) {

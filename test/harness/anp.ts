@@ -4,7 +4,21 @@ import { ROOT, type CertSet } from './certs.ts';
 import { freePort, startProcess, waitForHttp200, type Managed } from './processes.ts';
 
 export const ANP_VERSION = process.env.ANP_VERSION ?? 'v0.34.0';
-const BIN = path.join(ROOT, '.cache/anp', ANP_VERSION);
+/** Where scripts/build-anp.sh put a version's binaries. */
+const binDir = (version = ANP_VERSION): string => path.join(ROOT, '.cache/anp', version);
+
+/** ANP's two frontend protocols; one proxy-server process speaks one (its `--mode`). */
+export type AnpMode = 'grpc' | 'http-connect';
+
+/**
+ * The frontend mode the chain-based tests run against: `ANP_MODE` (set per vitest project, see
+ * vitest.config.ts), else grpc, ANP's default and what OCM and ACM deploy.
+ */
+export function anpMode(): AnpMode {
+  const mode = process.env.ANP_MODE ?? 'grpc';
+  if (mode !== 'grpc' && mode !== 'http-connect') throw new Error(`ANP_MODE must be grpc or http-connect, not ${JSON.stringify(mode)}`);
+  return mode;
+}
 
 export interface ProxyServer {
   proc: Managed;
@@ -13,6 +27,8 @@ export interface ProxyServer {
    * and the CA it trusts for clients), as an operator rolling ANP's certificates would; agents reconnect.
    */
   restart(tls?: { clientCaFile?: string; certFile?: string; keyFile?: string }): Promise<void>;
+  /** The frontend protocol (`--mode`). */
+  mode: AnpMode;
   /** TCP frontend port (mTLS), or undefined in UDS mode. */
   frontendPort?: number;
   udsPath?: string;
@@ -29,14 +45,17 @@ export async function startProxyServer(opts: {
   uds?: boolean;
   strategies?: string;
   /** The frontend protocol; grpc is what the upstream Go user-server speaks. */
-  mode?: 'http-connect' | 'grpc';
+  mode?: AnpMode;
+  /** ANP version to run (built by scripts/build-anp.sh); default ANP_VERSION. */
+  version?: string;
 }): Promise<ProxyServer> {
   const { certs } = opts;
+  const mode = opts.mode ?? 'http-connect';
   const agentPort = await freePort();
   const healthPort = await freePort();
   const adminPort = await freePort();
   const base = [
-    `--mode=${opts.mode ?? 'http-connect'}`,
+    `--mode=${mode}`,
     `--proxy-strategies=${opts.strategies ?? 'destHost,default'}`,
     '--agent-bind-address=127.0.0.1', `--agent-port=${agentPort}`,
     `--cluster-cert=${certs.file('proxy-server.crt')}`, `--cluster-key=${certs.file('proxy-server.key')}`,
@@ -58,14 +77,16 @@ export async function startProxyServer(opts: {
       `--server-ca-cert=${tls.clientCaFile ?? certs.file('ca.crt')}`,
     ];
   };
-  const proc = startProcess(opts.name, path.join(BIN, 'proxy-server'), argsFor({}), opts.dir);
+  const bin = path.join(binDir(opts.version), 'proxy-server');
+  const proc = startProcess(opts.name, bin, argsFor({}), opts.dir);
   await waitForHttp200(`http://127.0.0.1:${healthPort}/healthz`, proc);
   let restarts = 0;
   const server: ProxyServer = {
     proc,
+    mode,
     async restart(tls = {}) {
       await server.proc.stop();
-      server.proc = startProcess(`${opts.name}-${++restarts}`, path.join(BIN, 'proxy-server'), argsFor(tls), opts.dir);
+      server.proc = startProcess(`${opts.name}-${++restarts}`, bin, argsFor(tls), opts.dir);
       await waitForHttp200(`http://127.0.0.1:${healthPort}/healthz`, server.proc);
     },
     agentPort,
@@ -97,6 +118,8 @@ export async function startAgent(opts: {
   server: ProxyServer;
   identifiers: string[];
   hosts: Record<string, string>;
+  /** ANP version to run; default ANP_VERSION. */
+  version?: string;
 }): Promise<Agent> {
   const hostsFile = path.join(opts.dir, `${opts.name}.hosts`);
   const resolvFile = path.join(opts.dir, `${opts.name}.resolv.conf`);
@@ -115,7 +138,7 @@ export async function startAgent(opts: {
     '--sync-interval=200ms', '--probe-interval=200ms', '--v=2',
   ];
   const script = 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"';
-  const proc = startProcess(opts.name, 'unshare', ['-m', 'sh', '-c', script, 'sh', hostsFile, resolvFile, path.join(BIN, 'proxy-agent'), ...agentArgs], opts.dir);
+  const proc = startProcess(opts.name, 'unshare', ['-m', 'sh', '-c', script, 'sh', hostsFile, resolvFile, path.join(binDir(opts.version), 'proxy-agent'), ...agentArgs], opts.dir);
   await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, proc);
   return {
     proc,
@@ -131,4 +154,22 @@ export function metricValue(text: string, name: string): number {
     if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) return Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return 0;
+}
+
+/** Reads the sample of `name` whose labels are exactly `labels` (as exposed, e.g. `service_method="Proxy"`); 0 if absent. */
+export function labelledMetricValue(text: string, name: string, labels: string): number {
+  const prefix = `${name}{${labels}} `;
+  const line = text.split('\n').find((l) => l.startsWith(prefix));
+  return line === undefined ? 0 : Number(line.slice(prefix.length));
+}
+
+/**
+ * Frontend tunnels the proxy-server holds open, in either mode: HTTP CONNECT connections
+ * (`http_connections`), or `ProxyService/Proxy` streams (`grpc_connections{service_method="Proxy"}`, one
+ * per tunnel however many share an HTTP/2 connection).
+ */
+export function frontendTunnels(text: string, mode: AnpMode): number {
+  return mode === 'http-connect'
+    ? metricValue(text, 'konnectivity_network_proxy_server_http_connections')
+    : labelledMetricValue(text, 'konnectivity_network_proxy_server_grpc_connections', 'service_method="Proxy"');
 }

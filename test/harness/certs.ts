@@ -23,10 +23,12 @@ export function makeCerts(dir: string): CertSet {
 
 /**
  * Environment for a user-server CLI started on its own: loopback, ephemeral ports, the dev certificates,
- * and an ANP socket that does not exist (the server starts without ANP; requests would get 502).
+ * and an ANP socket that does not exist (the server starts without ANP; requests would get 502). The
+ * proxy mode is ANP_MODE's when set (the per-mode vitest projects), else the server's default.
  */
 export function standaloneServerEnv(certs: CertSet, dir: string): Record<string, string> {
   return {
+    ...(process.env.ANP_MODE !== undefined ? { CLUSTER_PROXY_PROXY_MODE: process.env.ANP_MODE } : {}),
     CLUSTER_PROXY_SERVER_ADDRESS: '127.0.0.1',
     CLUSTER_PROXY_SERVER_PORT: '0',
     CLUSTER_PROXY_HEALTH_ADDRESS: '127.0.0.1',

@@ -3,11 +3,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll } from 'vitest';
-import { buildConfig, readSettings } from '../../src/config/config.ts';
+import { buildConfig, readSettings, type Config } from '../../src/config/config.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createUserServer, type UserServer } from '../../src/server/user-server.ts';
 import { clusterHash } from '../../src/tunnel/target-host.ts';
-import { startAgent, startProxyServer, type Agent, type ProxyServer } from './anp.ts';
+import { anpMode, startAgent, startProxyServer, type Agent, type AnpMode, type ProxyServer } from './anp.ts';
 import { ROOT, makeCerts, type CertSet } from './certs.ts';
 import { startClusterTarget, type ClusterTarget } from './cluster-target.ts';
 import { loopbackBlock, startProcess, type Managed } from './processes.ts';
@@ -29,6 +29,8 @@ export interface Cluster {
 }
 
 export interface Chain {
+  /** The proxy-server's frontend protocol; the user-servers started for the chain use the same (`--proxy-mode`). */
+  mode: AnpMode;
   dir: string;
   certs: CertSet;
   anp: ProxyServer;
@@ -43,6 +45,8 @@ export interface Chain {
 
 export interface RunningUserServer {
   server: UserServer;
+  /** The configuration it was built from (chainSettings and the overrides). */
+  config: Config;
   url: string;
   port: number;
   /** Everything the server logged, one JSON line each. */
@@ -51,18 +55,24 @@ export interface RunningUserServer {
 }
 
 /**
- * A full local chain as in production, on loopback: a real ANP proxy-server (http-connect, mTLS TCP or
- * UDS), two real agents each with a hosts file mapping its cluster's hashed host to a service-proxy
- * double on <ip>:7443, and behind each double a target that says which cluster it is (or, with `kube`, that
- * cluster's real kube-apiserver from test/harness/kube.ts).
+ * A full local chain as in production, on loopback: a real ANP proxy-server (`mode`: gRPC or http-connect
+ * frontend, by default ANP_MODE, else grpc; mTLS TCP or UDS, which is plain in both modes), two real
+ * agents each with a hosts file mapping its cluster's hashed host to a service-proxy double on <ip>:7443,
+ * and behind each double a target that says which cluster it is (or, with `kube`, that cluster's real
+ * kube-apiserver from test/harness/kube.ts).
  */
 export async function startChain(opts: {
+  /** The proxy-server's `--mode`; default `anpMode()`: ANP_MODE, else grpc. */
+  mode?: AnpMode;
   uds?: boolean;
   strategies?: string;
   kube?: KubeTargets;
   /** Clusters whose service-proxy offers only http/1.1 (the Go one also offers h2). */
   http1OnlyServiceProxies?: string[];
+  /** ANP version of the proxy-server and agents (scripts/build-anp.sh); default ANP_VERSION. */
+  version?: string;
 } = {}): Promise<Chain> {
+  const mode = opts.mode ?? anpMode();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-chain-'));
   const certs = makeCerts(path.join(dir, 'certs'));
   const block = loopbackBlock();
@@ -96,22 +106,24 @@ export async function startChain(opts: {
       blackhole.child.once('error', (err) => reject(new Error(`blackhole did not start (run scripts/build-test-deps.sh): ${err.message}`)));
     });
 
-    const anp = await startProxyServer({ certs, dir, name: 'proxy-server', uds: opts.uds ?? false, strategies: opts.strategies ?? 'destHost,default' });
+    const version = opts.version === undefined ? {} : { version: opts.version };
+    const anp = await startProxyServer({ certs, dir, name: 'proxy-server', mode, uds: opts.uds ?? false, strategies: opts.strategies ?? 'destHost,default', ...version });
     cleanups.push(() => anp.stop());
     const agentA = await startAgent({
-      certs, dir, name: 'agent-a', server: anp,
+      certs, dir, name: 'agent-a', server: anp, ...version,
       identifiers: [hashedHost(a.name), hashedHost(refusedCluster), hashedHost(blackholeCluster)],
       hosts: { [hashedHost(a.name)]: a.ip, [hashedHost(refusedCluster)]: `${block}.14`, [hashedHost(blackholeCluster)]: blackholeIp },
     });
     cleanups.push(() => agentA.stop());
     const agentB = await startAgent({
-      certs, dir, name: 'agent-b', server: anp,
+      certs, dir, name: 'agent-b', server: anp, ...version,
       identifiers: [hashedHost(b.name)],
       hosts: { [hashedHost(b.name)]: b.ip },
     });
     cleanups.push(() => agentB.stop());
 
     const chain: Chain = {
+      mode,
       dir,
       certs,
       anp,
@@ -141,6 +153,7 @@ export function chainSettings(chain: Chain, settings: Record<string, string> = {
     'server-key': chain.certs.file('user-server.key'),
     'service-proxy-ca-cert': chain.certs.file('ca.crt'),
     'log-level': 'debug',
+    'proxy-mode': chain.mode,
   };
   if (chain.anp.udsPath !== undefined) {
     base['proxy-server-uds'] = chain.anp.udsPath;
@@ -170,6 +183,7 @@ async function startUserServerFor(chain: Chain, settings: Record<string, string>
   const address = await server.listen();
   return {
     server,
+    config,
     url: `https://127.0.0.1:${address.port}`,
     port: address.port,
     logs,

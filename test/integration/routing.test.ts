@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'vitest';
+import { anpMode, frontendTunnels } from '../harness/anp.ts';
 import { type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
 import { h1, h2 } from '../harness/client.ts';
 
@@ -9,6 +10,18 @@ let ca: Buffer;
 useChain((c) => ({ chain, us, ca } = c));
 
 const lastReceived = (c: 'a' | 'b') => chain.clusters[c].serviceProxy.received.at(-1)!;
+
+describe('frontend mode', () => {
+  test('the proxy-server and the user-server speak the mode of this project (ANP_MODE), and only that one', async () => {
+    expect(chain.mode).toBe(anpMode());
+    expect(us.config.proxyMode).toBe(chain.mode);
+    expect((await h1(us.port, ca, '/cluster-a/api')).status).toBe(200);
+    // The pooled tunnel stays open at ANP, counted under this mode's frontend only.
+    const metrics = await chain.anp.metrics();
+    expect(frontendTunnels(metrics, chain.mode)).toBeGreaterThanOrEqual(1);
+    expect(frontendTunnels(metrics, chain.mode === 'grpc' ? 'http-connect' : 'grpc')).toBe(0);
+  });
+});
 
 describe('cluster selection', () => {
   test('each cluster name reaches its own cluster, over HTTP/1.1 and HTTP/2', async () => {

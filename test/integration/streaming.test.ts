@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import https from 'node:https';
 import { Pool } from 'undici';
 import { describe, expect, test } from 'vitest';
-import { metricValue } from '../harness/anp.ts';
+import { frontendTunnels, metricValue } from '../harness/anp.ts';
 import { type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
 import { h1, h2 } from '../harness/client.ts';
 import { patternSha256 } from '../harness/cluster-target.ts';
@@ -92,7 +92,7 @@ describe('tunnels', () => {
     await expect.poll(async () => metricValue(await chain.anp.metrics(), 'konnectivity_network_proxy_server_established_connections'), { timeout: 5000 }).toBeLessThanOrEqual(before);
   });
 
-  test('1,000 requests reuse the pool: CONNECTs stay near the pool size', async () => {
+  test('1,000 requests reuse the pool: tunnels opened at ANP (CONNECTs or gRPC streams) stay near the pool size', async () => {
     const dialsBefore = await us.server.metrics.successfulDials();
     const anpBefore = metricValue(await chain.anp.metrics(), 'konnectivity_network_proxy_server_dial_duration_seconds_count');
     const client = new Pool(us.url, { connect: { ca, servername: 'localhost' }, connections: 16 });
@@ -130,10 +130,8 @@ describe('tunnels', () => {
     } finally {
       await own.close();
     }
-    await expect.poll(async () => {
-      const m = await chain.anp.metrics();
-      return metricValue(m, 'konnectivity_network_proxy_server_http_connections');
-    }, { timeout: 5000 }).toBeLessThanOrEqual(8 + 2);
+    // http_connections in http-connect mode, grpc_connections{service_method="Proxy"} (streams) in gRPC mode.
+    await expect.poll(async () => frontendTunnels(await chain.anp.metrics(), chain.mode), { timeout: 5000 }).toBeLessThanOrEqual(8 + 2);
   });
 
   test('a client that goes away mid-stream tears its tunnel down and the target sees the stream end', async () => {

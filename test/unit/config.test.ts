@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { ConfigError, buildConfig, helpText, loadConfig, parseDuration, readSettings, type Config } from '../../src/config/config.ts';
-import { SETTINGS, type SettingName, type SettingSpec } from '../../src/config/settings.ts';
+import { IGNORED_FLAGS, SETTINGS, type SettingName, type SettingSpec } from '../../src/config/settings.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'config-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -428,64 +428,154 @@ describe('review fixes', () => {
 });
 
 describe('drop-in for the Go user-server', () => {
-  // The user-server container's arguments in ACM's chart (upstream-user-server.md section 1.1), with this
-  // machine's files in place of the mounted Secrets.
+  // The user-server container's arguments in ACM's chart (upstream-user-server.md section 1.1), with files
+  // of this test in place of the mounted Secrets.
   const ACM_ARGS = [
-    '/cluster-proxy', 'user-server',
-    '--host=proxy-entrypoint.multicluster-engine.svc', '--port=8090',
-    `--proxy-ca-cert=${FILES.proxyCa}`, `--proxy-cert=${FILES.proxyCert}`, `--proxy-key=${FILES.proxyKey}`,
-    `--server-cert=${FILES.serverCert}`, `--server-key=${FILES.serverKey}`, '--server-port=9092',
+    'user-server',
+    '--host=proxy-entrypoint.multicluster-engine.svc',
+    '--port=8090',
+    `--proxy-ca-cert=${FILES.proxyCa}`,
+    `--proxy-cert=${FILES.proxyCert}`,
+    `--proxy-key=${FILES.proxyKey}`,
+    `--server-cert=${FILES.serverCert}`,
+    `--server-key=${FILES.serverKey}`,
+    '--server-port=9092',
     `--service-proxy-ca-cert=${FILES.serviceProxyCa}`,
     '--agent-install-namespace=open-cluster-management-agent-addon',
   ];
+  const ACM_PROXY = {
+    transport: 'tcp',
+    host: 'proxy-entrypoint.multicluster-engine.svc',
+    port: 8090,
+    servername: 'proxy-entrypoint.multicluster-engine.svc',
+    caFile: FILES.proxyCa,
+    certFile: FILES.proxyCert,
+    keyFile: FILES.proxyKey,
+  };
 
   test("ACM's argument list parses as it is: gRPC to proxy-entrypoint:8090 with the mounted certificates", () => {
     const c = config(ACM_ARGS);
     expect(c.proxyMode).toBe('grpc');
-    expect(c.proxy).toEqual({
-      transport: 'tcp', host: 'proxy-entrypoint.multicluster-engine.svc', port: 8090, servername: 'proxy-entrypoint.multicluster-engine.svc',
-      caFile: FILES.proxyCa, certFile: FILES.proxyCert, keyFile: FILES.proxyKey,
-    });
+    expect(c.proxy).toEqual(ACM_PROXY);
     expect(c.server).toMatchObject({ port: 9092, certFile: FILES.serverCert, keyFile: FILES.serverKey });
     expect(c.serviceProxyCaFile).toBe(FILES.serviceProxyCa);
-    // Without the leading `user-server` too, and with values as separate arguments.
-    expect(config(['--host', 'anp.svc', '--port', '8091', ...ACM_ARGS.slice(4)]).proxy).toMatchObject({ host: 'anp.svc', port: 8091 });
+    expect(c.log.level).toBe('info');
   });
 
-  test('_ and - are the same in flag names', () => {
+  test('the Go image command in front (/cluster-proxy user-server), or no subcommand at all, parse the same', () => {
+    const expected = config(ACM_ARGS);
+    expect(config(['/cluster-proxy', ...ACM_ARGS])).toEqual(expected);
+    expect(config(['/usr/local/bin/cluster-proxy', ...ACM_ARGS])).toEqual(expected);
+    expect(config(['cluster-proxy', ...ACM_ARGS])).toEqual(expected);
+    expect(config(ACM_ARGS.slice(1))).toEqual(expected);
+  });
+
+  test('--host and --port take their value as the next argument too', () => {
+    const separate = ACM_ARGS.slice(3).concat(['--host', 'anp.example', '--port', '8091']);
+    expect(config(separate).proxy).toMatchObject({ host: 'anp.example', port: 8091, servername: 'anp.example' });
+    expect(readSettings(['--host', 'a.example', '--port', '1'], {}).values).toMatchObject({ 'proxy-server-host': 'a.example', 'proxy-server-port': '1' });
+  });
+
+  test('_ and - are the same in flag names, aliases included', () => {
     expect(config([...UDS, '--server_port=7000', '--max_tunnels_per_cluster', '3'])).toMatchObject({ server: { port: 7000 }, limits: { maxTunnelsPerCluster: 3 } });
+    const underscored = ACM_ARGS.map((a) => a.replace(/^--([^=]+)/, (flag) => flag.replaceAll('-', '_').replace(/^__/, '--')));
+    expect(underscored).toContain('--proxy_ca_cert=' + FILES.proxyCa);
+    expect(underscored).toContain('--agent_install_namespace=open-cluster-management-agent-addon');
+    expect(config(underscored)).toEqual(config(ACM_ARGS));
   });
 
-  test('--agent-install-namespace is accepted and ignored, in both forms', () => {
-    expect(config([...UDS, '--agent-install-namespace', 'ns', '--server-port=1']).server.port).toBe(1);
-    expect(config([...UDS, '--agent_install_namespace=ns']).server.port).toBe(9092);
-  });
-
-  test("klog's -v: 4 and more mean debug logging unless --log-level says otherwise; a non-number is refused", () => {
-    for (const v of [['-v=4'], ['-v', '5'], ['--v=4'], ['--v', '6'], ['-v4']]) expect(config([...UDS, ...v]).log.level, v.join(' ')).toBe('debug');
-    expect(config([...UDS, '-v=2']).log.level).toBe('info');
-    expect(config([...UDS, '-v=9', '--log-level=warn']).log.level).toBe('warn');
-    expect(config([...UDS, '-v=9'], { CLUSTER_PROXY_LOG_LEVEL: 'error' }).log.level).toBe('error');
-    expect(configError([...UDS, '-v=high']).message).toMatch(/-v \(klog verbosity\) must be a whole number/);
-  });
-
-  test('an alias and its flag with different values are refused; a flag given twice takes the last', () => {
-    expect(configError([...TCP, '--host=other.example']).message).toMatch(/--proxy-server-host and --host name the same setting/);
-    expect(config([...TCP, '--host=proxy.example']).proxy).toMatchObject({ host: 'proxy.example' });
+  test('a flag given twice takes the last value, whichever spelling and form', () => {
     expect(config([...UDS, '--server-port=1', '--server-port=2']).server.port).toBe(2);
+    expect(config([...UDS, '--server-port', '1', '--server_port=3']).server.port).toBe(3);
+    expect(config([...UDS, '--server_port=3', '--server-port', '4']).server.port).toBe(4);
+    expect(config([...ACM_ARGS, '--host=a.example', '--host=b.example']).proxy).toMatchObject({ host: 'b.example' });
   });
 
-  test('other positional arguments and unknown flags are still errors', () => {
-    expect(configError(['user-server', 'extra', ...UDS]).message).toMatch(/extra/);
-    expect(configError(['controllers', ...UDS]).message).toMatch(/controllers/);
-    expect(configError([...UDS, '--no-such-flag=1']).message).toMatch(/no-such-flag/);
+  test('an alias and its flag with different values are refused; with the same value they are accepted', () => {
+    expect(configError([...TCP, '--host=other.example']).message).toBe(
+      '--proxy-server-host and --host name the same setting with different values ("proxy.example" and "other.example"): pick one',
+    );
+    expect(configError([...ACM_ARGS, '--proxy-server-port', '9000']).message).toContain('--proxy-server-port and --port name the same setting');
+    expect(configError([...ACM_ARGS, '--proxy_server_port=9000']).message).toContain('--proxy-server-port and --port name the same setting');
+    expect(config([...TCP, '--host=proxy.example']).proxy).toMatchObject({ host: 'proxy.example' });
+    expect(config([...ACM_ARGS, '--proxy-server-port=8090']).proxy).toMatchObject({ port: 8090 });
   });
 
-  test('--help names the aliases and the ignored flags', () => {
+  test('an alias beats the environment variable as its flag does', () => {
+    expect(config(ACM_ARGS, { CLUSTER_PROXY_PROXY_SERVER_HOST: 'env.example', CLUSTER_PROXY_PROXY_SERVER_PORT: '1' }).proxy).toEqual(ACM_PROXY);
+  });
+
+  test('--agent-install-namespace is accepted and ignored, in every form, but needs its value as pflag does', () => {
+    expect(config([...UDS, '--agent-install-namespace', 'ns', '--server-port=1'])).toEqual(config([...UDS, '--server-port=1']));
+    expect(config([...UDS, '--agent_install_namespace=ns'])).toEqual(config(UDS));
+    expect(readSettings(['--agent-install-namespace', 'ns'], {}).values).toEqual(readSettings([], {}).values);
+    expect(configError([...UDS, '--agent-install-namespace']).message).toMatch(/--agent-install-namespace <value>' argument missing/);
+  });
+
+  test.each([['-v=4'], ['-v', '4'], ['--v=4'], ['--v', '4'], ['-v4'], ['-v=10'], ['--v', '5']])("klog's %s turns on debug logging", (...v) => {
+    expect(config([...UDS, ...v]).log.level).toBe('debug');
+  });
+
+  test("klog's -v below 4 changes nothing, and an explicit log level wins over any -v", () => {
+    expect(config([...UDS, '-v=3']).log.level).toBe('info');
+    expect(config([...UDS, '-v', '0']).log.level).toBe('info');
+    expect(config([...UDS, '--v=-1']).log.level).toBe('info');
+    expect(config([...UDS, '-v=2'], { CLUSTER_PROXY_LOG_LEVEL: 'warn' }).log.level).toBe('warn');
+    expect(config([...UDS, '-v=9', '--log-level=warn']).log.level).toBe('warn');
+    expect(config([...UDS, '--log-level=error', '--v', '9']).log.level).toBe('error');
+    expect(config([...UDS, '-v=9'], { CLUSTER_PROXY_LOG_LEVEL: 'error' }).log.level).toBe('error');
+    // An empty variable is unset, as for every setting.
+    expect(config([...UDS, '-v=9'], { CLUSTER_PROXY_LOG_LEVEL: '' }).log.level).toBe('debug');
+  });
+
+  test.each([['-v=high'], ['--v=4.5'], ['-v='], ['--v', 'x'], ['-vv']])("klog's %s is refused: -v takes a whole number", (...v) => {
+    const err = configError([...UDS, ...v]);
+    expect(err.message).toMatch(/^-v \(klog verbosity\) must be a whole number, got "/);
+  });
+
+  test('-v without a value is refused', () => {
+    expect(configError([...UDS, '-v']).message).toMatch(/-v, --v <value>' argument missing/);
+  });
+
+  test('positional arguments other than the leading subcommand are still errors, naming the argument', () => {
+    expect(configError(['user-server', 'extra', ...UDS]).message).toMatch(/Unexpected argument 'extra'/);
+    expect(configError(['controllers', ...UDS]).message).toMatch(/Unexpected argument 'controllers'/);
+    expect(configError([...UDS, 'user-server']).message).toMatch(/Unexpected argument 'user-server'/);
+    expect(configError(['user-server', 'user-server', ...UDS]).message).toMatch(/Unexpected argument 'user-server'/);
+    expect(configError(['/cluster-proxy', 'controllers', ...UDS]).message).toBe('"/cluster-proxy" is followed by "controllers": only its user-server subcommand is served here; see --help');
+    expect(configError(['/cluster-proxy', ...UDS]).message).toContain(`"/cluster-proxy" is followed by ${JSON.stringify(UDS[0])}`);
+    expect(configError(['/bin/my-cluster-proxy', 'user-server', ...UDS]).message).toMatch(/Unexpected argument '\/bin\/my-cluster-proxy'/);
+    expect(configError([...UDS, '--', 'user-server']).message).toMatch(/Unexpected argument 'user-server'/);
+  });
+
+  test('a first argument that is a flag ending in cluster-proxy is a flag, not the Go command', () => {
+    expect(readSettings(['--proxy-server-name=a/cluster-proxy', '--server-port=1'], {}).values).toMatchObject({ 'proxy-server-name': 'a/cluster-proxy', 'server-port': '1' });
+  });
+
+  test('unknown flags are still errors, named as typed', () => {
+    expect(configError([...UDS, '--no-such-flag=1']).message).toMatch(/Unknown option '--no-such-flag'/);
+    expect(configError([...UDS, '--no_such_flag=1']).message).toMatch(/Unknown option '--no_such_flag'/);
+    expect(configError([...ACM_ARGS, '--kubeconfig=/k']).message).toMatch(/Unknown option '--kubeconfig'/);
+    expect(configError([...UDS, '-x']).message).toMatch(/Unknown option '-x'/);
+  });
+
+  test('--help names the aliases, the ignored flags and -v', () => {
     const text = helpText();
-    expect(text).toContain('--proxy-server-host <string>, --host');
-    expect(text).toContain('--proxy-server-port <port>, --port');
+    expect(text).toContain('--proxy-server-host <string>, --host   CLUSTER_PROXY_PROXY_SERVER_HOST');
+    expect(text).toContain('--proxy-server-port <port>, --port   CLUSTER_PROXY_PROXY_SERVER_PORT');
     expect(text).toContain('--agent-install-namespace is accepted and ignored');
+    expect(text).toContain("klog's -v=N is accepted: 4 or more means\n--log-level=debug unless --log-level or CLUSTER_PROXY_LOG_LEVEL is set");
+    expect(readSettings(['user-server', '--help'], {}).help).toBe(true);
+  });
+
+  test('the aliases are the Go flag names, and no alias is also a flag or ignored', () => {
+    const aliases = (SETTINGS as readonly SettingSpec[]).flatMap((s) => (s.aliases ?? []).map((a) => [a, s.flag]));
+    expect(aliases).toEqual([
+      ['host', 'proxy-server-host'],
+      ['port', 'proxy-server-port'],
+    ]);
+    const flags = new Set<string>([...SETTINGS.map((s) => s.flag), ...IGNORED_FLAGS]);
+    for (const [alias] of aliases) expect(flags.has(alias!)).toBe(false);
   });
 });
 
@@ -493,14 +583,54 @@ describe('proxy mode settings', () => {
   test('gRPC is the default; http-connect is the other mode; anything else is refused', () => {
     expect(config(UDS).proxyMode).toBe('grpc');
     expect(config([...UDS, '--proxy-mode=http-connect']).proxyMode).toBe('http-connect');
+    expect(config([...UDS, '--proxy_mode', 'grpc'], { CLUSTER_PROXY_PROXY_MODE: 'http-connect' }).proxyMode).toBe('grpc');
     expect(config(UDS, { CLUSTER_PROXY_PROXY_MODE: 'http-connect' }).proxyMode).toBe('http-connect');
-    expect(configError([...UDS, '--proxy-mode=connect']).message).toMatch(/--proxy-mode \(CLUSTER_PROXY_PROXY_MODE\) must be one of grpc, http-connect/);
+    expect(configError([...UDS, '--proxy-mode=connect']).message).toBe(`${label('proxy-mode')} must be one of grpc, http-connect, got "connect"`);
+    expect(configError([...UDS, '--proxy-mode=GRPC']).message).toContain(label('proxy-mode'));
   });
 
-  test('the keepalive interval is 0 or at least 5m (ANP drops faster pingers)', () => {
+  test.each(['grpc', 'http-connect'])('%s mode is reached over TCP with mutual TLS or over a Unix socket, validated alike', (mode) => {
+    expect(config([...TCP, `--proxy-mode=${mode}`]).proxy).toMatchObject({ transport: 'tcp', host: 'proxy.example', port: 8090 });
+    expect(config([...UDS, `--proxy-mode=${mode}`]).proxy).toEqual({ transport: 'uds', path: SOCKET });
+    const noKey = TCP.slice(0, -2);
+    expect(configError([...noKey, `--proxy-mode=${mode}`]).message).toContain(`${label('proxy-key')} is required when the proxy-server is reached over TCP`);
+    expect(configError([...UDS, '--proxy-server-host=proxy.example', `--proxy-mode=${mode}`]).message).toContain('exclude each other');
+  });
+
+  test('gRPC connections: 4 by default, any count of at least 1, from flag or environment', () => {
+    expect(config(UDS).grpc.connections).toBe(4);
+    expect(config([...UDS, '--proxy-connections=1']).grpc.connections).toBe(1);
+    expect(config(UDS, { CLUSTER_PROXY_PROXY_CONNECTIONS: '16' }).grpc.connections).toBe(16);
+    expect(config([...UDS, '--proxy-mode=http-connect', '--proxy-connections=2']).grpc.connections).toBe(2);
+    expect(configError([...UDS, '--proxy-connections=0']).message).toBe(`${label('proxy-connections')} must be a whole number of at least 1, got "0"`);
+    expect(configError([...UDS, '--proxy-connections=two']).message).toContain(label('proxy-connections'));
+  });
+
+  test('the keepalive interval is 5m by default, 0 turns it off, and it takes any duration from 5m up', () => {
+    expect(config(UDS).grpc.keepaliveIntervalMs).toBe(300_000);
     expect(config([...UDS, '--proxy-keepalive-interval=0']).grpc.keepaliveIntervalMs).toBe(0);
-    expect(config([...UDS, '--proxy-keepalive-interval=10m']).grpc.keepaliveIntervalMs).toBe(600_000);
-    expect(configError([...UDS, '--proxy-keepalive-interval=299s']).message).toMatch(/at least 5m: .*too_many_pings/);
-    expect(configError([...UDS, '--proxy-connections=0']).message).toMatch(/--proxy-connections/);
+    expect(config([...UDS, '--proxy-keepalive-interval=0s']).grpc.keepaliveIntervalMs).toBe(0);
+    expect(config([...UDS, '--proxy-keepalive-interval=300s']).grpc.keepaliveIntervalMs).toBe(300_000);
+    expect(config([...UDS, '--proxy-keepalive-interval=1h']).grpc.keepaliveIntervalMs).toBe(3_600_000);
+    expect(config(UDS, { CLUSTER_PROXY_PROXY_KEEPALIVE_INTERVAL: '10m' }).grpc.keepaliveIntervalMs).toBe(600_000);
+  });
+
+  test.each(['1ms', '30s', '299999ms', '4m'])('a keepalive interval of %s is refused, saying why', (value) => {
+    expect(configError([...UDS, `--proxy-keepalive-interval=${value}`]).message).toBe(
+      `${label('proxy-keepalive-interval')} must be 0 (off) or at least 5m: ANP's gRPC frontend answers pings closer than 5 minutes with GOAWAY too_many_pings, which drops every tunnel on the connection`,
+    );
+  });
+
+  test('a keepalive interval that is no duration is refused as such', () => {
+    expect(configError([...UDS, '--proxy-keepalive-interval=5']).message).toContain(`${label('proxy-keepalive-interval')} must be a duration`);
+  });
+
+  test('the help of the connection settings reads for both modes', () => {
+    expect(specOf('connect-timeout').help).toMatch(/CONNECT reply.*gRPC DIAL_RSP.*above ANP's 5s agent dial timeout/);
+    expect(specOf('proxy-connections').help).toMatch(/^gRPC mode: .*ignored in http-connect mode/);
+    expect(specOf('proxy-keepalive-interval').help).toMatch(/0 disables.*at least 5m.*too_many_pings/);
+    expect(specOf('proxy-mode')).toMatchObject({ type: 'enum', default: 'grpc', choices: ['grpc', 'http-connect'], env: 'CLUSTER_PROXY_PROXY_MODE' });
+    expect(specOf('proxy-connections')).toMatchObject({ type: 'count', default: '4', env: 'CLUSTER_PROXY_PROXY_CONNECTIONS' });
+    expect(specOf('proxy-keepalive-interval')).toMatchObject({ type: 'duration', default: '5m', env: 'CLUSTER_PROXY_PROXY_KEEPALIVE_INTERVAL' });
   });
 });

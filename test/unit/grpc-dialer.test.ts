@@ -22,11 +22,17 @@ const dialers: GrpcDialer[] = [];
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'grpc-dialer-'));
   echo = net.createServer((s) => s.pipe(s).on('error', () => {}));
+  // 16 MiB, far more than a tunnel buffers for a reader that does not read, then the end.
   flood = net.createServer((s) => {
     s.on('error', () => {});
     const chunk = Buffer.alloc(64 * 1024, 1);
+    let left = 256;
     const pump = (): void => {
-      while (!s.destroyed && s.write(chunk));
+      while (!s.destroyed && left > 0) {
+        left--;
+        if (!s.write(chunk)) return;
+      }
+      if (left === 0) s.end();
     };
     s.on('drain', pump);
     pump();

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { endpointName, type ProxyEndpoint } from '../connect-dialer.ts';
 import { DialError, isDialError, isNoCommonProtocol, isTlsError, type DialTarget, type Dialer } from '../dialer.ts';
-import { GrpcTunnel, StreamRefused } from './grpc-tunnel.ts';
+import { GrpcTunnel, UnsentDial } from './grpc-tunnel.ts';
 
 export interface GrpcDialerOptions {
   endpoint: ProxyEndpoint;
@@ -120,8 +120,9 @@ export class GrpcDialer implements Dialer {
       return await this.dialOn(first, target, deadline, signal);
     } catch (err) {
       // Replicas learn of a (re)connected agent one by one: another replica may know it already. A
-      // refused stream (the connection was going away) was never seen by the server.
-      if (!(err instanceof StreamRefused) && (!isDialError(err) || err.outcome !== 'agent_unavailable')) throw err;
+      // refused stream (the connection was going away) was never seen by the server, and a connection
+      // that never came up sent nothing: behind a Service the next one may reach a live replica.
+      if (!(err instanceof UnsentDial) && (!isDialError(err) || err.outcome !== 'agent_unavailable')) throw err;
       const other = this.pick(first);
       if (other === undefined || performance.now() >= deadline) throw err;
       return await this.dialOn(other, target, deadline, signal);
@@ -257,7 +258,7 @@ export class GrpcDialer implements Dialer {
         signal?.addEventListener('abort', onAbort, { once: true });
         conn.ready.then(() => {
           if (conn.session.destroyed || conn.session.closed) {
-            reject(new StreamRefused('proxy_unreachable', `the connection to the ANP proxy-server at ${this.proxyName} went away`));
+            reject(new UnsentDial('proxy_unreachable', `the connection to the ANP proxy-server at ${this.proxyName} went away`));
             return;
           }
           if (signal?.aborted || performance.now() >= deadline) return;
@@ -270,7 +271,7 @@ export class GrpcDialer implements Dialer {
           } catch (err) {
             // The connection is closing (GOAWAY came in since it was picked).
             this.retire(conn);
-            reject(new StreamRefused('proxy_protocol_error', `the connection to the ANP proxy-server at ${this.proxyName} is closing: ${(err as Error).message}`, { cause: err }));
+            reject(new UnsentDial('proxy_protocol_error', `the connection to the ANP proxy-server at ${this.proxyName} is closing: ${(err as Error).message}`, { cause: err }));
             return;
           }
           conn.tunnels++;
@@ -283,7 +284,7 @@ export class GrpcDialer implements Dialer {
               reject(err);
             }
           });
-        }, reject);
+        }, (err: DialError) => reject(new UnsentDial(err.outcome, err.message, { cause: err.cause })));
       });
     } finally {
       clearTimeout(timer);

@@ -28,10 +28,11 @@ export interface GrpcTunnelOptions {
 type State = 'new' | 'dialling' | 'open' | 'closed';
 
 /**
- * The stream was refused before the server processed it (RST_STREAM REFUSED_STREAM, or a connection that
- * had just received GOAWAY): HTTP/2 guarantees nothing happened, so the dial may be tried elsewhere.
+ * A dial the proxy-server never saw: its stream was refused (RST_STREAM REFUSED_STREAM, which HTTP/2
+ * guarantees was not processed), or its connection went away or never came up. It may be tried on
+ * another connection.
  */
-export class StreamRefused extends DialError {}
+export class UnsentDial extends DialError {}
 
 /**
  * One tunnel over one gRPC stream: DIAL_REQ, then DATA both ways as a byte stream (a Duplex, so TLS to the
@@ -212,7 +213,7 @@ export class GrpcTunnel extends Duplex {
     const message = `the gRPC stream to the ANP proxy-server at ${this.proxyName} failed: ${err.message}`;
     if (this.state === 'dialling') {
       const refused = this.stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
-      this.failDial(refused ? new StreamRefused('proxy_protocol_error', message, { cause: err }) : new DialError('proxy_protocol_error', message, { cause: err }));
+      this.failDial(refused ? new UnsentDial('proxy_protocol_error', message, { cause: err }) : new DialError('proxy_protocol_error', message, { cause: err }));
     }
     else if (this.state === 'open') {
       this.state = 'closed';
