@@ -1,18 +1,18 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * Integration and e2e files that do not depend on ANP's frontend mode, run once: the Dockerfile replay,
- * the demo (`scripts/demo.ts` starts its own chain, in the default mode) and the benchmark smoke run (its
- * own topology: an http-connect proxy-server for the limit client and this user-server).
+ * Integration files that do not depend on the project's frontend mode, run once: the Dockerfile replay,
+ * the demo (`scripts/demo.ts` starts its own chain, in the default mode), the benchmark smoke run (its
+ * own topology: an http-connect proxy-server for the limit client and this user-server) and the ANP
+ * version matrix (it starts every version in both modes itself).
  */
 const ONCE = ['test/integration/dockerfile.test.ts', 'test/integration/demo.test.ts', 'test/integration/bench-smoke.test.ts', 'test/integration/anp-versions.test.ts'];
 /**
  * Every other integration and e2e file starts a chain (or a CLI whose proxy mode follows ANP_MODE) and runs
- * once per mode; files named grpc-* or http-connect-* cover one mode only and run in that mode's project.
+ * once per mode. Files named grpc-* or http-connect-* cover one mode only and run in that mode's project
+ * alone (grpc-mode.test.ts: dials never answered, replicas, the Go user-server's command line).
  */
 const PER_MODE = ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'];
-/** Cases of one frontend mode only (gRPC: dials never answered, replicas, the Go user-server's command line). */
-const ONLY_MODE = { grpc: ['test/integration/grpc-mode.test.ts'], 'http-connect': [] as string[] };
 const ONLY = {
   grpc: ['test/integration/**/grpc-*.test.ts', 'test/e2e/**/grpc-*.test.ts'],
   'http-connect': ['test/integration/**/http-connect-*.test.ts', 'test/e2e/**/http-connect-*.test.ts'],

@@ -1,7 +1,7 @@
 /**
  * npm run demo: the whole chain on this machine, one command. Builds the real ANP binaries and
  * Kubernetes (kube-apiserver, etcd, kubectl, a test kubelet) once, cached in .cache/; starts a real
- * kube-apiserver per cluster (test/harness/kube.ts), the ANP proxy-server (http-connect, mTLS), two
+ * kube-apiserver per cluster (test/harness/kube.ts), the ANP proxy-server (gRPC mode, mTLS, as stock; ANP_MODE=http-connect for the other), two
  * agents each with a service-proxy double in front of its cluster's apiserver (test/harness/chain.ts),
  * then the user-server itself as its own process; writes a kubeconfig with one context per cluster and
  * prints commands to try. Ctrl-C stops everything.
@@ -156,7 +156,7 @@ async function main(): Promise<void> {
   const [a, b] = clusters;
   say();
   say('cluster-proxy demo is running');
-  say(`  ANP proxy-server  127.0.0.1:${chain.anp.frontendPort} (http-connect over mutual TLS), agents for ${clusters.join(' and ')}`);
+  say(`  ANP proxy-server  127.0.0.1:${chain.anp.frontendPort} (${chain.mode === 'grpc' ? 'gRPC' : 'http-connect'} over mutual TLS), agents for ${clusters.join(' and ')}`);
   say(`  user-server       ${base}/<cluster>/...   ready: http://127.0.0.1:${listening.healthPort}/readyz`);
   say(`  kubeconfig        ${kubeconfig} (contexts ${clusters.join(', ')})`);
   say(`  logs              ${chain.dir}/*.log`);

@@ -116,7 +116,8 @@ export class ConnectDialer implements Dialer {
         }
       };
       const onRawClose = (): void => {
-        fail('proxy_protocol_error', `the ANP proxy-server at ${proxyName} closed the connection before answering CONNECT ${authority}`);
+        const hint = phase === 'reply' ? ' (a proxy-server in gRPC mode drops a CONNECT like this: if it runs without --mode=http-connect, use --proxy-mode=grpc)' : '';
+        fail('proxy_protocol_error', `the ANP proxy-server at ${proxyName} closed the connection before answering CONNECT ${authority}${hint}`);
       };
 
       const endpoint = opts.endpoint;

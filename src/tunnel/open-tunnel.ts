@@ -93,7 +93,10 @@ function startServiceProxyTls(opts: TunnelOptions, target: TunnelTarget, carrier
         fail('service_proxy_tls_failed', `TLS to the service-proxy ${authority} failed: ${err.message}`, err);
       }
     };
-    const onCarrierClose = (): void => fail('service_proxy_tls_failed', `the tunnel to ${authority} closed during the TLS handshake with the service-proxy`);
+    // The TLS socket may report why (a certificate it refused) only after the tunnel under it closed.
+    const onCarrierClose = (): void => {
+      setImmediate(() => fail('service_proxy_tls_failed', `the tunnel to ${authority} closed during the TLS handshake with the service-proxy`));
+    };
     const onAbort = (): void => fail('aborted', 'the request was cancelled while the tunnel was being opened');
     const timer = setTimeout(() => {
       fail('service_proxy_tls_timeout', `TLS handshake with the service-proxy ${authority} did not finish within ${opts.tlsHandshakeTimeoutMs} ms`);

@@ -1,6 +1,6 @@
 import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
-import { DialError, agentErrorKind, type DialTarget } from '../dialer.ts';
+import { DialError, agentErrorKind, isTlsError, type DialTarget } from '../dialer.ts';
 import { FrameDecoder, FrameError, frame, frameHeader } from './frames.ts';
 import { PacketType, decodePacket, encodeCloseRequest, encodeDataPrefix, encodeDialClose, encodeDialRequest, type Packet } from './packet.ts';
 
@@ -212,6 +212,12 @@ export class GrpcTunnel extends Duplex {
   private onStreamError(err: Error): void {
     const message = `the gRPC stream to the ANP proxy-server at ${this.proxyName} failed: ${err.message}`;
     if (this.state === 'dialling') {
+      if (isTlsError(err as NodeJS.ErrnoException)) {
+        // Under TLS 1.3 the server judges our certificate after our side of the handshake is done: its
+        // alert ends the connection, and with it the stream of the first dial on it.
+        this.failDial(new DialError('proxy_tls_failed', `TLS to the ANP proxy-server at ${this.proxyName} failed: ${err.message}`, { cause: err }));
+        return;
+      }
       const refused = this.stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
       this.failDial(refused ? new UnsentDial('proxy_protocol_error', message, { cause: err }) : new DialError('proxy_protocol_error', message, { cause: err }));
     }
