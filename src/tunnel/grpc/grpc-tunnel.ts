@@ -53,7 +53,9 @@ export class GrpcTunnel extends Duplex {
   private target: DialTarget | undefined;
 
   constructor(opts: GrpcTunnelOptions) {
-    super({ allowHalfOpen: false, readableHighWaterMark: opts.readBufferBytes });
+    // Half-open on purpose: after the server's CLOSE_RSP ended the readable side, the TLS layer above may
+    // still write (its close_notify); those bytes are dropped rather than failing the socket.
+    super({ allowHalfOpen: true, readableHighWaterMark: opts.readBufferBytes });
     this.stream = opts.stream;
     this.proxyName = opts.proxyName;
     this.stallTimeoutMs = opts.stallTimeoutMs;
@@ -218,7 +220,9 @@ export class GrpcTunnel extends Duplex {
         this.failDial(new DialError('proxy_tls_failed', `TLS to the ANP proxy-server at ${this.proxyName} failed: ${err.message}`, { cause: err }));
         return;
       }
-      const refused = this.stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+      // A stream opened on a connection whose GOAWAY had just arrived fails with ERR_HTTP2_GOAWAY_SESSION
+      // instead of throwing at request(); like REFUSED_STREAM, the server never saw it.
+      const refused = this.stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM || (err as NodeJS.ErrnoException).code === 'ERR_HTTP2_GOAWAY_SESSION';
       this.failDial(refused ? new UnsentDial('proxy_protocol_error', message, { cause: err }) : new DialError('proxy_protocol_error', message, { cause: err }));
     }
     else if (this.state === 'open') {
@@ -254,6 +258,11 @@ export class GrpcTunnel extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.state === 'closed') {
+      // The remote end is gone (CLOSE_RSP): nothing can reach it any more.
+      callback();
+      return;
+    }
     if (this.state !== 'open') {
       callback(new Error(`the tunnel to ${this.authority()} is not open`));
       return;
