@@ -35,7 +35,7 @@ const mode: BenchResults['mode'] = args.smoke ? 'smoke' : args.full ? 'full' : '
 const RUNS = Number(args.runs ?? (mode === 'smoke' ? 1 : 3));
 const SECONDS = Number(args.seconds ?? (mode === 'smoke' ? 1 : mode === 'full' ? 10 : 5));
 const WARMUP = mode === 'smoke' ? 1 : mode === 'full' ? 3 : 2;
-const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts' : 'limit,ts,go,ocm')).split(',') as SystemId[]);
+const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts,tsgrpc' : 'limit,ts,tsgrpc,go,ocm')).split(',') as SystemId[]);
 
 const only = args.only?.split(',');
 const want = (id: string): boolean => only === undefined || only.some((p) => id.startsWith(p));
@@ -68,14 +68,14 @@ function loadJob(system: SystemId, bytes: number, connections: number, seconds: 
 }
 
 async function anpDials(system: SystemId): Promise<number> {
-  const server = system === 'go' || system === 'ocm' ? topo.anpGrpc! : topo.anpHttp;
+  const server = system === 'go' || system === 'ocm' || system === 'tsgrpc' ? topo.anpGrpc! : topo.anpHttp;
   return promValue(await server.metrics(), 'konnectivity_network_proxy_server_dial_duration_seconds_count');
 }
 
 /** This user-server's successful CONNECTs so far and its open tunnels (NaN for the other systems). */
 async function ownTunnels(system: SystemId): Promise<{ dials: number; open: number }> {
   const metrics = topo.servers.get(system as 'ts')?.metrics;
-  if (system !== 'ts' || metrics === undefined) return { dials: Number.NaN, open: Number.NaN };
+  if ((system !== 'ts' && system !== 'tsgrpc') || metrics === undefined) return { dials: Number.NaN, open: Number.NaN };
   const text = await metrics();
   return {
     dials: promValue(text, 'cluster_proxy_user_server_tunnel_dials_total', ['outcome="success"']),
@@ -300,6 +300,9 @@ function withRatios(result: ScenarioResult): ScenarioResult {
   if (ts !== undefined && limit !== undefined && limit !== 0) result.tsOverLimit = round(ts / limit, 3);
   if (ts !== undefined && go !== undefined && go !== 0) result.tsOverGo = round(ts / go, 3);
   if (ts !== undefined && ocm !== undefined && ocm !== 0) result.tsOverOcm = round(ts / ocm, 3);
+  const grpc = v('tsgrpc');
+  if (grpc !== undefined && go !== undefined && go !== 0) result.grpcOverGo = round(grpc / go, 3);
+  if (grpc !== undefined && ts !== undefined && ts !== 0) result.grpcOverTs = round(grpc / ts, 3);
   return result;
 }
 
@@ -326,6 +329,13 @@ function targets(scenarios: ScenarioResult[]): TargetCheck[] {
   add('1 KiB @64: user-server RSS (MiB)', get(c, 'ts', 'serverRssMiB'), '<= 200', (v) => v <= 200);
   add('10,000 idle watches: user-server RSS (MiB)', get('watch-idle-10000', 'ts', 'rssMiB'), '< 400', (v) => v < 400);
   add('1 KiB @64, warm pool: CONNECTs per 1,000 requests (beyond refilling the pool)', get(c, 'ts', 'ownConnectsPer1000'), '0', (v) => v === 0);
+  // gRPC mode, against the same grpc-mode proxy-server as the Go user-servers.
+  add('gRPC mode, 1 KiB @64: req/s, this / upstream Go', div(get(c, 'tsgrpc', 'rps'), get(c, 'go', 'rps')), '>= 8', (v) => v >= 8);
+  add('gRPC mode, 1 KiB @64: p99, this / upstream Go', div(get(c, 'tsgrpc', 'p99'), get(c, 'go', 'p99')), '<= 0.125', (v) => v <= 0.125);
+  add('gRPC mode, 1 MiB: MB/s, this / upstream Go', div(get('mib1', 'tsgrpc', 'mbps'), get('mib1', 'go', 'mbps')), '>= 1.5', (v) => v >= 1.5);
+  add('gRPC mode, 10,000 idle watches: user-server RSS (MiB)', get('watch-idle-10000', 'tsgrpc', 'rssMiB'), '< 400', (v) => v < 400);
+  add('gRPC mode / http-connect mode, 1 KiB @64: req/s', div(get(c, 'tsgrpc', 'rps'), get(c, 'ts', 'rps')), '>= 0.8', (v) => v >= 0.8);
+  add('gRPC mode / http-connect mode, 1 MiB: MB/s', div(get('mib1', 'tsgrpc', 'mbps'), get('mib1', 'ts', 'mbps')), 'report', () => true);
   return checks;
 }
 
@@ -343,8 +353,8 @@ async function main(): Promise<number> {
     const built = spawnSync('bash', [path.join(ROOT, 'scripts/build-ocm-user-server.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
     if (built.status !== 0) log(`OCM user-server build failed (exit ${built.status}); it is skipped`);
   }
-  topo = await startTopology({ go: wanted.has('go'), ocm: wanted.has('ocm'), watches: mode === 'full' && (want('watch-idle-1000') || want('watch-idle-10000')) });
-  systems = (['limit', 'ts', 'go', 'ocm'] as SystemId[]).filter((s) => wanted.has(s) && (s === 'limit' || topo.available.has(s)));
+  topo = await startTopology({ go: wanted.has('go'), ocm: wanted.has('ocm'), tsgrpc: wanted.has('tsgrpc'), watches: mode === 'full' && (want('watch-idle-1000') || want('watch-idle-10000')) });
+  systems = (['limit', 'ts', 'tsgrpc', 'go', 'ocm'] as SystemId[]).filter((s) => wanted.has(s) && (s === 'limit' || topo.available.has(s)));
   for (const id of ['go', 'ocm'] as const) if (topo.skipped[id] !== undefined && wanted.has(id)) log(`${id} user-server skipped: ${topo.skipped[id]}`);
   const scenarios: ScenarioResult[] = [];
   try {
@@ -373,7 +383,8 @@ async function main(): Promise<number> {
     settings: { runs: RUNS, seconds: SECONDS, warmupSeconds: WARMUP, anp: ANP_VERSION, upstreamCommit: UPSTREAM_COMMIT, ocmVersion: OCM_VERSION },
     systems: {
       limit: { name: 'limit: client pooling its own CONNECT tunnels through ANP (undici + src/tunnel/open-tunnel.ts)', included: systems.includes('limit') },
-      ts: { name: 'this user-server (node src/cli.ts)', included: systems.includes('ts') },
+      ts: { name: 'this user-server (node src/cli.ts --proxy-mode=http-connect), ANP in http-connect mode', included: systems.includes('ts') },
+      tsgrpc: { name: 'this user-server (node src/cli.ts --proxy-mode=grpc), the same grpc-mode ANP as the Go user-servers', included: systems.includes('tsgrpc') },
       go: { name: `upstream Go user-server (stolostron/cluster-proxy-addon ${UPSTREAM_COMMIT}), ANP in grpc mode`, included: systems.includes('go'), ...(topo.skipped.go !== undefined ? { skipped: topo.skipped.go } : {}) },
       ocm: { name: `OCM user-server (open-cluster-management.io/cluster-proxy ${OCM_VERSION}, the newest the Go module proxy serves; a tunnel and a TLS connection per request), ANP in grpc mode`, included: systems.includes('ocm'), ...(topo.skipped.ocm !== undefined ? { skipped: topo.skipped.ocm } : {}) },
     },

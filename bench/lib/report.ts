@@ -1,4 +1,4 @@
-export type SystemId = 'limit' | 'ts' | 'go' | 'ocm';
+export type SystemId = 'limit' | 'ts' | 'tsgrpc' | 'go' | 'ocm';
 
 export interface SystemResult {
   status: 'ok' | 'failed' | 'skipped';
@@ -18,6 +18,9 @@ export interface ScenarioResult {
   tsOverLimit?: number;
   tsOverGo?: number;
   tsOverOcm?: number;
+  /** The same for this user-server in gRPC mode, against upstream Go and against itself in http-connect mode. */
+  grpcOverGo?: number;
+  grpcOverTs?: number;
   note?: string;
 }
 
@@ -40,8 +43,8 @@ export interface BenchResults {
   targets: TargetCheck[];
 }
 
-const SYSTEMS: SystemId[] = ['limit', 'ts', 'go', 'ocm'];
-const LABEL: Record<SystemId, string> = { limit: 'limit', ts: 'this user-server', go: 'upstream Go', ocm: 'OCM user-server' };
+const SYSTEMS: SystemId[] = ['limit', 'ts', 'tsgrpc', 'go', 'ocm'];
+const LABEL: Record<SystemId, string> = { limit: 'limit', ts: 'this user-server (http-connect)', tsgrpc: 'this user-server (gRPC)', go: 'upstream Go', ocm: 'OCM user-server' };
 
 /** How each metric is shown: label and unit. */
 const METRICS: Record<string, string> = {
@@ -90,11 +93,11 @@ export function renderMarkdown(res: BenchResults): string {
     if (sys === undefined) continue;
     lines.push(`- **${LABEL[s]}**: ${sys.name}${sys.skipped !== undefined ? ` (skipped: ${sys.skipped})` : sys.included ? '' : ' (not in this run)'}`);
   }
-  lines.push('', '## Ratios', '', 'Ratios compare the scenario\'s main metric: this user-server over the limit (2/1), over the upstream Go user-server (2/3) and over the OCM user-server (2/4).', '');
-  lines.push('| scenario | metric | limit | this user-server | upstream Go | OCM user-server | 2/1 | 2/3 | 2/4 |', '|---|---|---|---|---|---|---|---|---|');
+  lines.push('', '## Ratios', '', 'Ratios compare the scenario\'s main metric: this user-server (http-connect mode) over the limit (2/1), over the upstream Go user-server (2/4) and over the OCM user-server (2/5); this user-server in gRPC mode, on the same grpc-mode ANP as the Go user-servers, over upstream Go (3/4) and over itself in http-connect mode (3/2).', '');
+  lines.push('| scenario | metric | limit | this user-server (http-connect) | this user-server (gRPC) | upstream Go | OCM user-server | 2/1 | 2/4 | 2/5 | 3/4 | 3/2 |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const sc of res.scenarios) {
     const better = sc.higherIsBetter ? 'higher is better' : 'lower is better';
-    lines.push(`| ${sc.title} | ${METRICS[sc.primary] ?? sc.primary} (${better}) | ${cell(sc.systems.limit, sc.primary)} | ${cell(sc.systems.ts, sc.primary)} | ${cell(sc.systems.go, sc.primary)} | ${cell(sc.systems.ocm, sc.primary)} | ${ratio(sc.tsOverLimit)} | ${ratio(sc.tsOverGo)} | ${ratio(sc.tsOverOcm)} |`);
+    lines.push(`| ${sc.title} | ${METRICS[sc.primary] ?? sc.primary} (${better}) | ${cell(sc.systems.limit, sc.primary)} | ${cell(sc.systems.ts, sc.primary)} | ${cell(sc.systems.tsgrpc, sc.primary)} | ${cell(sc.systems.go, sc.primary)} | ${cell(sc.systems.ocm, sc.primary)} | ${ratio(sc.tsOverLimit)} | ${ratio(sc.tsOverGo)} | ${ratio(sc.tsOverOcm)} | ${ratio(sc.grpcOverGo)} | ${ratio(sc.grpcOverTs)} |`);
   }
   if (res.targets.length > 0) {
     lines.push('', '## Targets', '', 'For targets against a Go user-server, the last column gives the same ratio for the limit. A user-server adds a hop to the path of the limit, so it is not expected to do better than that on this machine.', '');
@@ -134,7 +137,7 @@ const esc = (s: string): string => s.replaceAll('&', '&amp;').replaceAll('<', '&
  */
 export function renderSvg(res: BenchResults): string {
   const rows = res.scenarios.filter((sc) => sc.systems.limit?.status === 'ok' && (sc.systems.ts?.status === 'ok' || sc.systems.go?.status === 'ok'));
-  const colors: Record<SystemId, string> = { limit: '#9e9e9e', ts: '#1f77b4', go: '#d62728', ocm: '#2ca02c' };
+  const colors: Record<SystemId, string> = { limit: '#9e9e9e', ts: '#1f77b4', tsgrpc: '#9467bd', go: '#d62728', ocm: '#2ca02c' };
   const barH = 14;
   const groupH = barH * SYSTEMS.length + 18;
   const left = 300;

@@ -23,7 +23,7 @@ export const OCM_BIN = path.join(ROOT, '.cache/ocm-user-server', OCM_VERSION, 'c
  */
 const GO_HEALTH_PORT = 8000;
 
-export type ServerId = 'ts' | 'go' | 'ocm';
+export type ServerId = 'ts' | 'tsgrpc' | 'go' | 'ocm';
 export interface RunningServer {
   base: string;
   pid: number;
@@ -68,7 +68,7 @@ async function portFree(port: number): Promise<boolean> {
  * most), an http-connect ANP proxy-server and agent for the limit and this user-server, a grpc-mode
  * proxy-server and agent for the Go user-servers (upstream and OCM), and the user-servers.
  */
-export async function startTopology(opts: { go: boolean; ocm: boolean; watches: boolean }): Promise<Topology> {
+export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: boolean; watches: boolean }): Promise<Topology> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-bench-'));
   const certs = makeCerts(path.join(dir, 'certs'));
   const block = loopbackBlock();
@@ -104,7 +104,7 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; watches: 
     // a proxy-server and agent of its own; the limit keeps the mTLS TCP frontend. Off by default, because
     // the ratios then compare two deployments.
     let tsProxyArgs = [
-      '--proxy-server-host=127.0.0.1', `--proxy-server-port=${anpHttp.frontendPort}`,
+      '--proxy-mode=http-connect', '--proxy-server-host=127.0.0.1', `--proxy-server-port=${anpHttp.frontendPort}`,
       `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
     ];
     if (process.env.BENCH_TS_PROXY === 'uds') {
@@ -112,28 +112,31 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; watches: 
       stops.push(() => anpUds.stop());
       const agentUds = await startAgent({ certs, dir, name: 'agent-uds', server: anpUds, identifiers, hosts: hostsMap });
       stops.push(() => agentUds.stop());
-      tsProxyArgs = [`--proxy-server-uds=${anpUds.udsPath}`];
+      tsProxyArgs = ['--proxy-mode=http-connect', `--proxy-server-uds=${anpUds.udsPath}`];
     }
 
     const servers: Topology['servers'] = new Map();
-    const healthPort = await freePort();
-    const tsPort = await freePort();
-    // BENCH_TS_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the user-server (bench/README.md).
+    // BENCH_TS_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the user-servers (bench/README.md).
     const nodeArgs = (process.env.BENCH_TS_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-    const ts = started(startBenchProcess('user-server', NODE, [
-      ...nodeArgs,
-      path.join(ROOT, 'src/cli.ts'),
-      '--server-address=127.0.0.1', `--server-port=${tsPort}`,
-      `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`,
-      '--health-address=127.0.0.1', `--health-port=${healthPort}`,
-      ...tsProxyArgs,
-      `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
-      // No drain wait at the end of a run: the process must exit within the stop timeout, or a
-      // --cpu-prof profile is never written.
-      '--shutdown-delay=0', '--shutdown-grace=0',
-    ], dir));
-    await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, ts);
-    servers.set('ts', { base: `https://127.0.0.1:${tsPort}`, pid: ts.pid, metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text() });
+    const startTs = async (id: 'ts' | 'tsgrpc', proxyArgs: string[]): Promise<void> => {
+      const healthPort = await freePort();
+      const port = await freePort();
+      const p = started(startBenchProcess(id === 'ts' ? 'user-server' : 'user-server-grpc', NODE, [
+        ...nodeArgs,
+        path.join(ROOT, 'src/cli.ts'),
+        '--server-address=127.0.0.1', `--server-port=${port}`,
+        `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`,
+        '--health-address=127.0.0.1', `--health-port=${healthPort}`,
+        ...proxyArgs,
+        `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
+        // No drain wait at the end of a run: the process must exit within the stop timeout, or a
+        // --cpu-prof profile is never written.
+        '--shutdown-delay=0', '--shutdown-grace=0',
+      ], dir));
+      await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, p);
+      servers.set(id, { base: `https://127.0.0.1:${port}`, pid: p.pid, metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text() });
+    };
+    await startTs('ts', tsProxyArgs);
 
     let anpGrpc: ProxyServer | undefined;
     const skipped: Topology['skipped'] = {};
@@ -143,18 +146,28 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; watches: 
       if (!opts[id]) skipped[id] = 'not part of this mode';
       else if (!existsSync(bins[id])) skipped[id] = `not built: run ${build[id]} (expects ${path.relative(ROOT, bins[id])})`;
     }
-    const goIds = (['go', 'ocm'] as const).filter((id) => skipped[id] === undefined);
+    const goIds: ('go' | 'ocm')[] = (['go', 'ocm'] as const).filter((id) => skipped[id] === undefined);
     if (goIds.length > 0 && !(await portFree(GO_HEALTH_PORT))) {
       for (const id of goIds) skipped[id] = `port ${GO_HEALTH_PORT} is taken, and the Go user-servers bind their probes there unconditionally`;
       goIds.length = 0;
     }
     const available = new Set<ServerId>(['ts', ...goIds]);
     let startGo: ((id: 'go' | 'ocm') => Promise<BenchProcess>) | undefined;
-    if (goIds.length > 0) {
+    if (goIds.length > 0 || opts.tsgrpc) {
+      // One gRPC-mode proxy-server and agent for every system that speaks gRPC: identical paths.
       anpGrpc = await startProxyServer({ certs, dir, name: 'anp-grpc', strategies: 'destHost', mode: 'grpc' });
       stops.push(() => anpGrpc!.stop());
       const agentGrpc = await startAgent({ certs, dir, name: 'agent-grpc', server: anpGrpc, identifiers, hosts: hostsMap });
       stops.push(() => agentGrpc.stop());
+    }
+    if (opts.tsgrpc) {
+      await startTs('tsgrpc', [
+        '--proxy-mode=grpc', '--proxy-server-host=127.0.0.1', `--proxy-server-port=${anpGrpc!.frontendPort}`,
+        `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
+      ]);
+      available.add('tsgrpc');
+    }
+    if (goIds.length > 0) {
       // Both start an informer on ManagedClusterAddOns that their request path never reads; a kubeconfig
       // pointing at a closed loopback port lets them start (the informer just retries in the background).
       const kubeconfig = path.join(dir, 'go-user-servers.kubeconfig');
@@ -164,7 +177,7 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; watches: 
         'users: [{name: none, user: {token: none}}]',
         'contexts: [{name: none, context: {cluster: none, user: none}}]', '',
       ].join('\n'));
-      const grpc = anpGrpc;
+      const grpc = anpGrpc!;
       startGo = async (id) => {
         const port = await freePort();
         // The same flags for both: the OCM user-server kept the upstream one's command line.
