@@ -3,10 +3,10 @@ import { defineConfig } from 'vitest/config';
 /**
  * Integration files that do not depend on the project's frontend mode, run once: the Dockerfile replay,
  * the demo (`scripts/demo.ts` starts its own chain, in the default mode), the benchmark smoke run (its
- * own topology: an http-connect proxy-server for the limit client and this user-server) and the ANP
- * version matrix (it starts every version in both modes itself).
+ * own topology: an http-connect proxy-server for the limit client and this user-server), the ANP
+ * version matrix (it starts every version in both modes itself) and the front's client limits (no chain).
  */
-const ONCE = ['test/integration/dockerfile.test.ts', 'test/integration/demo.test.ts', 'test/integration/bench-smoke.test.ts', 'test/integration/anp-versions.test.ts'];
+const ONCE = ['test/integration/dockerfile.test.ts', 'test/integration/demo.test.ts', 'test/integration/bench-smoke.test.ts', 'test/integration/anp-versions.test.ts', 'test/integration/front-limits.test.ts'];
 /**
  * Every other integration and e2e file starts a chain (or a CLI whose proxy mode follows ANP_MODE) and runs
  * once per mode. Files named grpc-* or http-connect-* cover one mode only and run in that mode's project

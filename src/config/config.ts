@@ -8,12 +8,30 @@ export interface Config {
   proxyMode: 'grpc' | 'http-connect';
   /** gRPC mode's connection set. */
   grpc: { connections: number; keepaliveIntervalMs: number };
-  server: { address: string; port: number; certFile: string; keyFile: string; minVersion: 'TLSv1.2' | 'TLSv1.3'; maxHeaderBytes: number };
+  server: {
+    address: string;
+    port: number;
+    certFile: string;
+    keyFile: string;
+    minVersion: 'TLSv1.2' | 'TLSv1.3';
+    /** One bound for HTTP/1.1 (maxHeaderSize) and HTTP/2 (SETTINGS_MAX_HEADER_LIST_SIZE). */
+    maxHeaderBytes: number;
+    /** Open client TLS connections, both protocols (net.Server maxConnections). */
+    maxConnections: number;
+    /** HTTP/1.1 headersTimeout; requests (bodies) themselves are never timed. */
+    requestHeadersTimeoutMs: number;
+    unknownProtocolTimeoutMs: number;
+    http2: FrontHttp2Limits;
+  };
   health: { address: string; port: number };
   proxy:
     | { transport: 'tcp'; host: string; port: number; servername: string; caFile: string; certFile: string; keyFile: string }
     | { transport: 'uds'; path: string };
   serviceProxyCaFile: string;
+  /** Client Impersonate-* headers: passed on, stripped, or the request refused (403). */
+  impersonation: 'pass' | 'strip' | 'refuse';
+  /** Services reachable through proxy-service paths; undefined: none (default deny). May be missing at start. */
+  exposedServicesFile: string | undefined;
   targetTemplate: string;
   timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number; tunnelPingMs: number; upgradeIdleMs: number };
   limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxStreamsPerTunnel: number; maxRequestsPerCluster: number; maxUpgradesPerCluster: number; maxClusters: number };
@@ -22,6 +40,19 @@ export interface Config {
   shutdown: { delayMs: number; graceMs: number };
   metrics: { clusterLabelLimit: number };
   log: { level: string; access: boolean; bufferBytes: number; flushTimeoutMs: number };
+}
+
+/** The HTTP/2 front's per-connection limits, as Node's http2 server options name them. */
+export interface FrontHttp2Limits {
+  maxConcurrentStreams: number;
+  /** streamResetBurst and streamResetRate: Node only applies them when both are set. */
+  streamResetBurst: number;
+  streamResetRate: number;
+  maxSessionInvalidFrames: number;
+  maxSessionRejectedStreams: number;
+  maxHeaderListPairs: number;
+  /** Megabytes, as Node's maxSessionMemory. */
+  maxSessionMemory: number;
 }
 
 /** A setting that cannot be used; the message names it, as the operator typed it. */
@@ -172,11 +203,26 @@ export function buildConfig(raw: Raw): Config {
       certFile: required('server-cert', parseFile),
       keyFile: required('server-key', parseFile),
       minVersion: required('tls-min-version', parseEnum) as 'TLSv1.2' | 'TLSv1.3',
-      maxHeaderBytes: required('max-header-bytes', parseCount),
+      maxHeaderBytes: required('max-header-bytes', parseUint32Count),
+      maxConnections: required('max-connections', parseCount),
+      requestHeadersTimeoutMs: positive('request-headers-timeout', required('request-headers-timeout', parseDuration)),
+      unknownProtocolTimeoutMs: positive('unknown-protocol-timeout', required('unknown-protocol-timeout', parseDuration)),
+      http2: {
+        maxConcurrentStreams: required('http2-max-concurrent-streams', parseUint32Count),
+        streamResetBurst: required('http2-stream-reset-burst', parseUint32Count),
+        streamResetRate: required('http2-stream-reset-rate', parseUint32Count),
+        maxSessionInvalidFrames: required('http2-max-invalid-frames', parseUint32Count),
+        maxSessionRejectedStreams: required('http2-max-rejected-streams', parseUint32Count),
+        maxHeaderListPairs: atLeast('http2-max-header-pairs', required('http2-max-header-pairs', parseUint32Count), 4, 'the four request pseudo-headers count'),
+        maxSessionMemory: required('http2-max-session-memory', parseUint32Count),
+      },
     },
     health: { address: required('health-address', parseString), port: required('health-port', parsePort) },
     proxy,
     serviceProxyCaFile: required('service-proxy-ca-cert', parseFile),
+    impersonation: required('impersonation', parseEnum) as Config['impersonation'],
+    // Not checked for existence: an optional ConfigMap volume has no file until the ConfigMap exists (deny all).
+    exposedServicesFile: get('exposed-services-file', parseString),
     targetTemplate,
     timeouts: {
       connectMs,
@@ -246,6 +292,11 @@ function positive(name: SettingName, v: number): number {
   return v;
 }
 
+function atLeast(name: SettingName, v: number, min: number, why: string): number {
+  if (v < min) throw new ConfigError(`${label(specOf(name))} must be at least ${min} (${why}), got ${v}`);
+  return v;
+}
+
 function parseString(v: string): string {
   return v;
 }
@@ -264,6 +315,13 @@ function parsePort(v: string, s: SettingSpec): number {
 function parseCount(v: string, s: SettingSpec): number {
   const n = Number(v);
   if (!/^\d+$/.test(v) || n < 1 || !Number.isSafeInteger(n)) throw new ConfigError(`${label(s)} must be a whole number of at least 1, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** Node's HTTP/2 options and SETTINGS values are 32-bit. */
+function parseUint32Count(v: string, s: SettingSpec): number {
+  const n = parseCount(v, s);
+  if (n > 0xffff_ffff) throw new ConfigError(`${label(s)} must be at most 4294967295, got ${JSON.stringify(v)}`);
   return n;
 }
 

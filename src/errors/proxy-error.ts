@@ -8,6 +8,9 @@ export type ProxyErrorCode =
   | 'HEADERS_TOO_LARGE'
   | 'INVALID_CLUSTER_NAME'
   | 'INVALID_SERVICE'
+  | 'DUPLICATE_IDENTITY_HEADER'
+  | 'IMPERSONATION_REFUSED'
+  | 'SERVICE_NOT_EXPOSED'
   | 'BAD_REQUEST_BODY'
   | 'TOO_MANY_REQUESTS'
   | 'CAPACITY_EXCEEDED'
@@ -22,6 +25,7 @@ export type ProxyErrorCode =
   | 'SERVICE_PROXY_TLS_TIMEOUT'
   | 'UPSTREAM_FAILED'
   | 'UPSTREAM_HEADERS_TIMEOUT'
+  | 'UPGRADE_PROTOCOL_MISMATCH'
   | 'SHUTTING_DOWN';
 
 interface CodeInfo {
@@ -36,6 +40,9 @@ const CODES: Record<ProxyErrorCode, CodeInfo> = {
   HEADERS_TOO_LARGE: { status: 431, reason: 'RequestHeaderFieldsTooLarge' },
   INVALID_CLUSTER_NAME: { status: 400, reason: 'BadRequest' },
   INVALID_SERVICE: { status: 400, reason: 'BadRequest' },
+  DUPLICATE_IDENTITY_HEADER: { status: 400, reason: 'BadRequest' },
+  IMPERSONATION_REFUSED: { status: 403, reason: 'Forbidden' },
+  SERVICE_NOT_EXPOSED: { status: 403, reason: 'Forbidden' },
   BAD_REQUEST_BODY: { status: 400, reason: 'BadRequest' },
   TOO_MANY_REQUESTS: { status: 429, reason: 'TooManyRequests' },
   CAPACITY_EXCEEDED: { status: 503, reason: 'ServiceUnavailable' },
@@ -47,6 +54,7 @@ const CODES: Record<ProxyErrorCode, CodeInfo> = {
   AGENT_DIAL_FAILED: { status: 502, reason: 'BadGateway' },
   SERVICE_PROXY_TLS_FAILED: { status: 502, reason: 'BadGateway' },
   UPSTREAM_FAILED: { status: 502, reason: 'BadGateway' },
+  UPGRADE_PROTOCOL_MISMATCH: { status: 502, reason: 'BadGateway' },
   PROXY_CONNECT_TIMEOUT: { status: 504, reason: 'Timeout' },
   AGENT_DIAL_TIMEOUT: { status: 504, reason: 'Timeout' },
   SERVICE_PROXY_TLS_TIMEOUT: { status: 504, reason: 'Timeout' },

@@ -1,3 +1,4 @@
+import { isImpersonationHeader } from './identity-headers.ts';
 import type { ServiceTarget } from './request-target.ts';
 
 /**
@@ -28,12 +29,16 @@ export interface ForwardRequestInput {
   target: ServiceTarget;
   /** Keep `Connection: Upgrade` and `Upgrade` (byte-level upgrade pass-through). */
   upgrade?: string | undefined;
+  /** Drop client Impersonate-* headers (`--impersonation=strip`). */
+  stripImpersonation?: boolean;
 }
 
 /**
  * The header list sent upstream, as a flat [name, value, ...] array (undici takes it as is).
  * End-to-end headers pass with their case and order, Authorization included; Host is kept;
  * client-sent Cluster-Proxy-* headers are replaced by ours; X-Forwarded-For gets the client appended.
+ * What the proxy sets itself (Cluster-Proxy-*, X-Forwarded-For, the upgrade's Connection and Upgrade) is
+ * added after the client's list was filtered, so a client naming those in Connection drops only its own copies.
  * Cookie fields become one Cookie header joined with "; " (RFC 9113 section 8.2.3): HTTP/2 clients may
  * split cookies into many fields, and on an HTTP/1.1 hop a request carries one Cookie header (RFC 6265).
  */
@@ -63,12 +68,13 @@ export function buildUpstreamHeaders(input: ForwardRequestInput): string[] {
     // Host is never hop-by-hop, whatever Connection lists: the managed cluster sees the client's Host.
     if (listed !== undefined && listed.has(lower) && lower !== 'host') continue;
     if (lower.startsWith(CLUSTER_PROXY_PREFIX)) continue;
+    if (input.stripImpersonation === true && isImpersonationHeader(lower)) continue;
     if (lower === 'x-forwarded-for') {
       forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
       continue;
     }
     if (lower === 'host') {
-      // A request with two Host headers is rejected by Node's parser; keep the first to be safe.
+      // Admission answers two Host headers with 400 (identity-headers.ts); keep the first to be safe.
       if (host === undefined) {
         host = value;
         out.push(name, value);

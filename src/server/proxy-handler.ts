@@ -1,16 +1,14 @@
 import type { Logger } from 'pino';
 import { renderStatusResponse } from '../errors/kube-status.ts';
-import { ProxyError, isProxyError, withCluster } from '../errors/proxy-error.ts';
+import { type ProxyError, withCluster } from '../errors/proxy-error.ts';
 import type { Metrics, RequestKind } from '../observability/metrics.ts';
-import { addKubeRequestFields } from '../observability/request-info.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
 import { isLongRunning } from '../routing/long-running.ts';
-import { parseRequestTarget, type Route } from '../routing/request-target.ts';
 import type { TunnelTarget } from '../tunnel/open-tunnel.ts';
 import { forward, type ClientRequest, type ClientResponse } from '../upstream/forward.ts';
 import type { TunnelPools } from '../upstream/tunnel-pool.ts';
+import type { Admitter } from './admission.ts';
 import type { DrainState } from './drain.ts';
-import { PerClusterLimit } from './per-cluster-limit.ts';
 
 export interface ProxyHandlerDeps {
   pools: TunnelPools;
@@ -18,7 +16,8 @@ export interface ProxyHandlerDeps {
   metrics: Metrics;
   logger: Logger;
   accessLog: boolean;
-  maxRequestsPerCluster: number;
+  /** Route, identity headers, allowlist and per-cluster limit (shared with the upgrade path). */
+  admission: Admitter;
   clientStallTimeoutMs: number;
   drain: DrainState;
 }
@@ -34,7 +33,6 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
   // The access line is built from fixed scalar fields (no headers, no query, no error objects), so the
   // redaction paths can never match it; running them cost ~17 us per request (bench/README.md).
   const accessLogger = deps.logger.child({}, { redact: [] });
-  const inFlight = new PerClusterLimit(deps.maxRequestsPerCluster);
   const origins = new Map<TunnelTarget, string>();
   const originOf = (t: TunnelTarget): string => {
     let o = origins.get(t);
@@ -52,26 +50,15 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
     // While draining, HTTP/1.1 keep-alive connections close after their response, so clients reconnect
     // (to another replica once this one is out of the endpoints).
     if (deps.drain.draining && 'shouldKeepAlive' in res) (res as { shouldKeepAlive: boolean }).shouldKeepAlive = false;
-    let route: Route;
-    try {
-      route = parseRequestTarget(req.url ?? '');
-    } catch (err) {
-      const e = isProxyError(err) ? err : new ProxyError('BAD_PATH', String(err));
-      sendStatus(res, e, undefined, requestId);
-      deps.metrics.requestRejected(method, e.statusCode);
-      if (deps.accessLog) deps.logger.info({ reqId: requestId, method, status: e.statusCode, error: e.code, detail: e.message }, 'rejected');
+    const admissionRequest = { method, url: req.url ?? '', rawHeaders: req.rawHeaders, requestId, upgrade: false };
+    const admitted = deps.admission.admit(admissionRequest);
+    if (!admitted.admitted) {
+      sendStatus(res, admitted.error, admitted.cluster, requestId);
       return;
     }
-
+    const route = admitted.route;
     const kind: RequestKind = route.kind;
     const cluster = route.cluster;
-    if (!inFlight.tryAcquire(cluster)) {
-      const e = new ProxyError('TOO_MANY_REQUESTS', `too many requests in flight to cluster ${cluster} (limit ${deps.maxRequestsPerCluster}); retry shortly`, { retryAfterSeconds: 1 });
-      sendStatus(res, e, cluster, requestId);
-      deps.metrics.requestRejected(method, e.statusCode);
-      if (deps.accessLog) deps.logger.info({ reqId: requestId, cluster, method, path: route.upstreamPathname, status: e.statusCode, error: e.code }, 'rejected');
-      return;
-    }
     deps.metrics.requestStarted(kind);
 
     const target = deps.targetFor(cluster);
@@ -84,7 +71,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
         servername: target.host,
         method,
         path: route.upstreamPath,
-        headers: buildUpstreamHeaders({ rawHeaders: req.rawHeaders, clientAddress: req.socket?.remoteAddress, target: route.target }),
+        headers: buildUpstreamHeaders({ rawHeaders: req.rawHeaders, clientAddress: req.socket?.remoteAddress, target: route.target, stripImpersonation: admitted.stripImpersonation }),
         body: hasBody(req) ? req : null,
         clientStallTimeoutMs: deps.clientStallTimeoutMs,
         responseHeaders: [REQUEST_ID_HEADER, requestId],
@@ -95,7 +82,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
     );
     shortDone?.();
 
-    inFlight.release(cluster);
+    admitted.release();
 
     let status = result.statusCode ?? 0;
     if (result.errorBeforeHeaders !== undefined) {
@@ -106,17 +93,8 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
     const seconds = (performance.now() - started) / 1000;
     deps.metrics.requestFinished(kind, method, result.clientGone ? 0 : status, seconds, result.firstByteSeconds, cluster);
     if (deps.accessLog || result.errorBeforeHeaders !== undefined || result.errorAfterHeaders !== undefined) {
-      const line: Record<string, unknown> = {
-        reqId: requestId,
-        cluster,
-        kind: longRunning ? `${kind}-stream` : kind,
-        method,
-        path: route.upstreamPathname,
-        status,
-        bytes: result.bytes,
-        durationMs: Math.round(seconds * 1000),
-      };
-      if (kind === 'kube') addKubeRequestFields(line, method, route.upstreamPath);
+      const line = deps.admission.accessLine(admissionRequest, route, longRunning ? `${kind}-stream` : kind, status, seconds);
+      line.bytes = result.bytes;
       if (result.errorBeforeHeaders !== undefined) line.error = result.errorBeforeHeaders.code;
       if (result.errorAfterHeaders !== undefined) line.abortedAfterHeaders = result.errorAfterHeaders.message;
       if (result.clientGone) line.clientGone = true;

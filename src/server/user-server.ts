@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Http2SecureServer, ServerHttp2Session } from 'node:http2';
 import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -17,7 +18,9 @@ import { statusResponse } from '../upgrade/response-head.ts';
 import { createUpgradeHandler, type UpgradeHandler } from '../upgrade/upgrade-handler.ts';
 import { asClientResponse } from '../upstream/forward.ts';
 import { TunnelPools } from '../upstream/tunnel-pool.ts';
+import { createAdmission } from './admission.ts';
 import { DrainState } from './drain.ts';
+import { ExposedServices } from './exposed-services.ts';
 import { createProxyHandler, sendStatus } from './proxy-handler.ts';
 
 export interface UserServer {
@@ -26,6 +29,8 @@ export interface UserServer {
   pools: TunnelPools;
   upgrades: UpgradeHandler;
   tls: TlsReloader;
+  /** The service allowlist (`--exposed-services-file`), reloaded when the file changes. */
+  exposedServices: ExposedServices;
   drain: DrainState;
   /** Listening with its certificates loaded. */
   ready(): boolean;
@@ -40,6 +45,28 @@ export interface UserServer {
 
 /** How long closing connections may take to flush their last bytes before they are destroyed. */
 const CLOSE_LINGER_MS = 2_000;
+
+/** Node's answer to a request whose headers took too long (ERR_HTTP_REQUEST_TIMEOUT). */
+const REQUEST_TIMEOUT_RESPONSE = 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n';
+
+/** How often HTTP/1.1 connections are checked against the headers timeout (at most). */
+const HEADERS_CHECK_INTERVAL_MS = 1_000;
+
+/** Connections dropped at --max-connections are logged at most this often. */
+const DROP_LOG_INTERVAL_MS = 10_000;
+
+/**
+ * Node's headersTimeout only runs once a request's first byte has arrived: an HTTP/1.1 connection that
+ * sends nothing after its handshake would be held forever. As Go's ReadHeaderTimeout does, it gets the
+ * same time as a request's headers; once bytes came, the headers timeout and then keepAliveTimeout apply.
+ */
+function closeIfSilent(socket: Socket, ms: number): void {
+  const readAtHandshake = socket.bytesRead;
+  const timer = setTimeout(() => {
+    if (socket.bytesRead === readAtHandshake) socket.destroy();
+  }, ms).unref();
+  socket.once('close', () => clearTimeout(timer));
+}
 
 /** GOAWAY: streams already open finish, the client sends new ones on a new connection. */
 function goAway(session: ServerHttp2Session): void {
@@ -103,6 +130,18 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
   const nextId = requestIdGenerator();
   // A sane X-Request-Id from the client is kept, so its logs and ours correlate; it is sent back either way.
   const requestIdFor = (req: IncomingMessage): string => saneRequestId(req.headers['x-request-id']) ?? nextId();
+  const h2 = config.server.http2;
+  const http1Timeouts = {
+    headersTimeout: config.server.requestHeadersTimeoutMs,
+    // Never time a whole request: watches, `logs -f` and long uploads stream for as long as they need.
+    requestTimeout: 0,
+    // How often Node looks for connections over headersTimeout (its default, 30 s, let a slowloris client
+    // stay up to 90 s with the 60 s default).
+    connectionsCheckingInterval: Math.min(HEADERS_CHECK_INTERVAL_MS, config.server.requestHeadersTimeoutMs),
+    // Fastify's keepAliveTimeout does not reach HTTP/1.1 connections of an HTTP/2 server: Node's 5 s would
+    // apply, and clients would reconnect (a TLS handshake) after every short pause.
+    keepAliveTimeout: 75_000,
+  };
   const options = {
     http2: true,
     https: {
@@ -110,9 +149,24 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
       cert: serving.cert,
       key: serving.key,
       minVersion: config.server.minVersion,
+      // A client that stalls its TLS handshake is bounded as one that stalls its headers (Node: 120 s).
+      handshakeTimeout: config.server.requestHeadersTimeoutMs,
       // HTTP/1.1 connections (maxHeaderSize) and HTTP/2 (SETTINGS_MAX_HEADER_LIST_SIZE) get the same bound.
       maxHeaderSize: config.server.maxHeaderBytes,
-      settings: { maxHeaderListSize: config.server.maxHeaderBytes },
+      // Node advertises 2^32-1 concurrent streams unless told otherwise; streams over the limit are refused.
+      settings: { maxHeaderListSize: config.server.maxHeaderBytes, maxConcurrentStreams: h2.maxConcurrentStreams },
+      // Rapid reset (CVE-2023-44487): nghttp2's RST_STREAM token bucket; Node applies it only when both are set.
+      streamResetBurst: h2.streamResetBurst,
+      streamResetRate: h2.streamResetRate,
+      maxSessionInvalidFrames: h2.maxSessionInvalidFrames,
+      maxSessionRejectedStreams: h2.maxSessionRejectedStreams,
+      maxHeaderListPairs: h2.maxHeaderListPairs,
+      maxSessionMemory: h2.maxSessionMemory,
+      unknownProtocolTimeout: config.server.unknownProtocolTimeoutMs,
+      // HTTP/1.1 on this server: Fastify applies none of its HTTP/1 timeouts when `http2` is on, and Node's
+      // own would cut uploads after 300 s (requestTimeout) and slow headers only after 60-90 s. Node reads
+      // these at construction (storeHTTPOptions); they are set on the server again below.
+      ...http1Timeouts,
     },
     loggerInstance: logger,
     // The proxy handler writes one access line per request itself, with the fields operators need.
@@ -121,8 +175,8 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     // nothing logs through request.log: the handler's own lines carry the request id.
     childLoggerFactory: (parent: Logger) => parent,
     genReqId: requestIdFor,
-    // Long watches and `logs -f` must not be cut by the front; slow-header clients are bounded by Node's
-    // headersTimeout (60 s) instead.
+    // Long watches and `logs -f` must not be cut by the front; slow-header clients are bounded by
+    // headersTimeout (--request-headers-timeout) instead.
     connectionTimeout: 0,
     requestTimeout: 0,
     keepAliveTimeout: 75_000,
@@ -140,6 +194,14 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
         socket.destroy();
         return;
       }
+      if ((err as { code?: string }).code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+        // Headers not complete within --request-headers-timeout (slowloris): answer as Node does and hang
+        // up at once; a client that sent no complete header block in that time has nothing left to send.
+        socket.end(REQUEST_TIMEOUT_RESPONSE);
+        socket.destroySoon();
+        setTimeout(() => socket.destroy(), 1_000).unref();
+        return;
+      }
       const error = (err as { code?: string }).code === 'HPE_HEADER_OVERFLOW'
         ? new ProxyError('HEADERS_TOO_LARGE', `request headers exceed ${config.server.maxHeaderBytes} bytes`)
         : new ProxyError('MALFORMED_REQUEST', 'malformed HTTP request');
@@ -154,18 +216,42 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
   // then body writes; with Nagle the body waits for the ACK of the headers, which a client may delay by
   // 40 ms: p50 was 44 ms and 86 req/s at 4 connections (bench/README.md).
   app.server.on('connection', (socket: Socket) => socket.setNoDelay(true));
+  // Set again on the server itself: Node versions differ in which options of Http2SecureServer reach its
+  // HTTP/1.1 side, and the properties are what Node reads (connectionsCheckingInterval when listening).
+  Object.assign(app.server, http1Timeouts);
+  // Every TLS connection counts, HTTP/2 and HTTP/1.1 alike (upgraded ones too); more are closed on accept.
+  app.server.maxConnections = config.server.maxConnections;
+  let dropped = 0;
+  let dropLogged = 0;
+  app.server.on('drop', () => {
+    dropped++;
+    const now = Date.now();
+    if (now - dropLogged < DROP_LOG_INTERVAL_MS) return;
+    dropLogged = now;
+    logger.warn({ maxConnections: config.server.maxConnections, droppedSinceStart: dropped }, 'client connection closed on accept: --max-connections reached');
+  });
 
   // Bodies are streamed to the managed cluster untouched: no parser may read them.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, _payload, done) => done(null));
 
+  const exposedServices = new ExposedServices({ file: config.exposedServicesFile, logger, intervalMs: config.tls.reloadIntervalMs });
+  const admission = createAdmission({
+    metrics,
+    logger,
+    accessLog: config.log.access,
+    maxRequestsPerCluster: config.limits.maxRequestsPerCluster,
+    maxUpgradesPerCluster: config.limits.maxUpgradesPerCluster,
+    impersonation: config.impersonation,
+    allowlist: () => exposedServices.allowlist,
+  });
   const handle = createProxyHandler({
     pools,
     targetFor,
     metrics,
     logger,
     accessLog: config.log.access,
-    maxRequestsPerCluster: config.limits.maxRequestsPerCluster,
+    admission,
     clientStallTimeoutMs: config.timeouts.clientStallMs,
     drain,
   });
@@ -186,7 +272,7 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     metrics,
     logger,
     accessLog: config.log.access,
-    maxUpgradesPerCluster: config.limits.maxUpgradesPerCluster,
+    admission,
     responseHeadersTimeoutMs: config.timeouts.responseHeadersMs,
     clientStallTimeoutMs: config.timeouts.clientStallMs,
     idleTimeoutMs: config.timeouts.upgradeIdleMs,
@@ -199,6 +285,7 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
   app.server.on('secureConnection', (socket: Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
+    if ((socket as TLSSocket).alpnProtocol !== 'h2') closeIfSilent(socket, config.server.requestHeadersTimeoutMs);
   });
   app.server.on('session', (session: ServerHttp2Session) => {
     sessions.add(session);
@@ -222,6 +309,7 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     if (closed) return;
     closed = true;
     tlsFiles.stop();
+    exposedServices.stop();
     drain.stopStreams();
     goAwayAll();
     // Upgraded sessions end cleanly (those still waiting for their 101 get a 503).
@@ -254,11 +342,13 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     pools,
     upgrades,
     tls: tlsFiles,
+    exposedServices,
     drain,
     ready: () => listening && !drain.draining,
     async listen() {
       await app.listen({ host: config.server.address, port: config.server.port });
       listening = true;
+      exposedServices.start();
       tlsFiles.start((m) => app.server.setSecureContext({ cert: m.cert, key: m.key, minVersion: config.server.minVersion }));
       return app.server.address() as AddressInfo;
     },

@@ -4,12 +4,10 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ProxyError, isProxyError, withCluster } from '../errors/proxy-error.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { addKubeRequestFields } from '../observability/request-info.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
-import { parseRequestTarget, type Route } from '../routing/request-target.ts';
+import type { Admitter } from '../server/admission.ts';
 import { openTunnel, type TunnelOptions, type TunnelTarget } from '../tunnel/open-tunnel.ts';
-import { PerClusterLimit } from '../server/per-cluster-limit.ts';
-import { refusalHead, statusResponse, switchingProtocolsHead } from './response-head.ts';
+import { refusalHead, statusResponse, switchedToRequested, switchingProtocolsHead } from './response-head.ts';
 import { splice, type Splice, type SpliceResult } from './splice.ts';
 
 export interface UpgradeHandlerDeps {
@@ -18,7 +16,8 @@ export interface UpgradeHandlerDeps {
   metrics: Metrics;
   logger: Logger;
   accessLog: boolean;
-  maxUpgradesPerCluster: number;
+  /** Route, identity headers, allowlist and per-cluster limit (shared with the plain path). */
+  admission: Admitter;
   /** Wait for the upstream's answer to the upgrade request; 0 disables. */
   responseHeadersTimeoutMs: number;
   clientStallTimeoutMs: number;
@@ -54,7 +53,6 @@ const CLIENT_GONE = 'client gone';
  * is relayed as a normal response and the connection closed.
  */
 export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
-  const perCluster = new PerClusterLimit(deps.maxUpgradesPerCluster);
   const sessions = new Set<Session>();
 
   const handle = (req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string): void => {
@@ -63,24 +61,14 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
     // Until the 101, a client error or hang-up only needs the setup to stop.
     socket.on('error', () => socket.destroy());
 
-    let route: Route;
-    try {
-      route = parseRequestTarget(req.url ?? '');
-    } catch (err) {
-      const e = isProxyError(err) ? err : new ProxyError('BAD_PATH', String(err));
-      socket.end(statusResponse(e));
-      deps.metrics.requestRejected(method, e.statusCode);
-      if (deps.accessLog) deps.logger.info({ reqId: requestId, method, kind: 'upgrade', status: e.statusCode, error: e.code, detail: e.message }, 'rejected');
+    const admissionRequest = { method, url: req.url ?? '', rawHeaders: req.rawHeaders, requestId, upgrade: true };
+    const admitted = deps.admission.admit(admissionRequest);
+    if (!admitted.admitted) {
+      socket.end(statusResponse(admitted.error, admitted.cluster, requestId));
       return;
     }
+    const route = admitted.route;
     const cluster = route.cluster;
-    if (!perCluster.tryAcquire(cluster)) {
-      const e = new ProxyError('TOO_MANY_REQUESTS', `too many upgraded sessions (exec, attach, port-forward) open to cluster ${cluster} (limit ${deps.maxUpgradesPerCluster}); retry later`, { retryAfterSeconds: 5 });
-      socket.end(statusResponse(e, cluster));
-      deps.metrics.requestRejected(method, e.statusCode);
-      logLine({ status: e.statusCode, error: e.code, bytesUp: 0, bytesDown: 0 });
-      return;
-    }
     deps.metrics.requestStarted('upgrade');
 
     const abort = new AbortController();
@@ -100,7 +88,7 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
       if (finished) return;
       finished = true;
       sessions.delete(session);
-      perCluster.release(cluster);
+      admitted.release();
       const seconds = (performance.now() - started) / 1000;
       deps.metrics.requestFinished('upgrade', method, status, seconds);
       logLine({ status, error: errorCode, bytesUp: result.bytesUp, bytesDown: result.bytesDown, end: result.end, seconds, message: errorMessage });
@@ -110,19 +98,10 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
     function logLine(fields: { status: number; error?: string | undefined; bytesUp: number; bytesDown: number; end?: string | undefined; seconds?: number; message?: string | undefined }): void {
       const failed = fields.error !== undefined && fields.status >= 500;
       if (!deps.accessLog && !failed) return;
-      const line: Record<string, unknown> = {
-        reqId: requestId,
-        cluster,
-        kind: 'upgrade',
-        protocol: req.headers.upgrade,
-        method,
-        path: route.upstreamPathname,
-        status: fields.status,
-        bytesUp: fields.bytesUp,
-        bytesDown: fields.bytesDown,
-        durationMs: Math.round((fields.seconds ?? (performance.now() - started) / 1000) * 1000),
-      };
-      if (route.kind === 'kube') addKubeRequestFields(line, method, route.upstreamPath);
+      const line = deps.admission.accessLine(admissionRequest, route, 'upgrade', fields.status, fields.seconds ?? (performance.now() - started) / 1000);
+      line.protocol = req.headers.upgrade;
+      line.bytesUp = fields.bytesUp;
+      line.bytesDown = fields.bytesDown;
       if (fields.error !== undefined) line.error = fields.error;
       if (fields.end !== undefined) line.end = fields.end;
       if (failed) deps.logger.warn({ ...line, detail: fields.message }, 'upgrade failed');
@@ -133,7 +112,7 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
       status = err.statusCode;
       errorCode = err.code;
       errorMessage = err.message;
-      if (!socket.destroyed && socket.writable) socket.end(statusResponse(withCluster(err, cluster), cluster));
+      if (!socket.destroyed && socket.writable) socket.end(statusResponse(withCluster(err, cluster), cluster, requestId));
       finish({ bytesUp: 0, bytesDown: 0 });
     };
 
@@ -166,12 +145,16 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
       },
     );
 
+    const protocolMismatch = (switchedTo: string | undefined): ProxyError =>
+      new ProxyError('UPGRADE_PROTOCOL_MISMATCH', `the managed cluster switched protocols to ${JSON.stringify(switchedTo ?? '')} when ${JSON.stringify(req.headers.upgrade ?? '')} was requested`);
+
     const sendUpgradeRequest = (tunnel: TLSSocket): void => {
       const headers = buildUpstreamHeaders({
         rawHeaders: req.rawHeaders,
         clientAddress: req.socket.remoteAddress,
         target: route.target,
         upgrade: req.headers.upgrade ?? '',
+        stripImpersonation: admitted.stripImpersonation,
       });
       const upReq = http.request({
         method,
@@ -211,11 +194,18 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
           res.destroy();
           return;
         }
+        if (res.statusCode === 101) {
+          // A 101 that names no protocol (Node passes it here, not to 'upgrade'): nothing to splice.
+          res.destroy();
+          tunnel.destroy();
+          failBefore(protocolMismatch(undefined));
+          return;
+        }
         // Relayed as a normal response: kubectl shows this body when the upgrade is refused.
         status = res.statusCode ?? 0;
         socket.removeListener('close', clientGone);
         let bytesDown = 0;
-        socket.write(refusalHead(status, res.statusMessage, res.rawHeaders));
+        socket.write(refusalHead(status, res.statusMessage, res.rawHeaders, requestId));
         res.on('data', (chunk: Buffer) => {
           bytesDown += chunk.length;
           if (!socket.write(chunk)) {
@@ -245,10 +235,17 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
           upstream.destroy();
           return;
         }
+        if (!switchedToRequested(req.headers.upgrade ?? '', res.headers.upgrade)) {
+          // Go's ReverseProxy answers 502 too: the client would speak one protocol and the cluster another.
+          upstream.destroy();
+          tunnel.destroy();
+          failBefore(protocolMismatch(res.headers.upgrade));
+          return;
+        }
         status = 101;
         socket.removeListener('close', clientGone);
         deps.metrics.upgradeOpened();
-        socket.write(switchingProtocolsHead(res.rawHeaders, res.statusMessage, res.headers.upgrade ?? req.headers.upgrade ?? ''));
+        socket.write(switchingProtocolsHead(res.rawHeaders, res.statusMessage, res.headers.upgrade!, requestId));
         if (upstreamHead.length > 0) socket.write(upstreamHead);
         // Bytes the client sent before the 101 (it should not, but may) follow the upgrade request.
         if (head.length > 0) upstream.write(head);

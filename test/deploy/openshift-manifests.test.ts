@@ -118,8 +118,8 @@ describe('the manifests match the server', () => {
 
   test('each certificate path is a file of a mounted Secret, mounted whole so rotation reaches the pod', () => {
     const paths = SETTINGS.filter((s) => s.type === 'path' && settings[s.flag] !== undefined);
-    expect(paths.map((s) => s.flag).sort()).toEqual(['proxy-ca-cert', 'proxy-cert', 'proxy-key', 'server-cert', 'server-key', 'service-proxy-ca-cert']);
-    for (const s of paths) {
+    expect(paths.map((s) => s.flag).sort()).toEqual(['exposed-services-file', 'proxy-ca-cert', 'proxy-cert', 'proxy-key', 'server-cert', 'server-key', 'service-proxy-ca-cert']);
+    for (const s of paths.filter((p) => p.flag !== 'exposed-services-file')) {
       const file = settings[s.flag]!;
       const mount = (container.volumeMounts as Obj[]).find((m) => file.startsWith(`${m.mountPath}/`));
       expect(mount, `${s.flag}=${file}`).toBeDefined();
@@ -129,6 +129,15 @@ describe('the manifests match the server', () => {
       expect(volume.secret, s.flag).toBeDefined();
       expect(volume.secret.items.map((i: Obj) => i.path), s.flag).toContain(path.posix.relative(mount!.mountPath, file));
     }
+    // The service allowlist: OCM's ConfigMap, optional (absent: deny all), mounted whole so edits reach the pod.
+    const allowFile = settings['exposed-services-file']!;
+    const allowMount = (container.volumeMounts as Obj[]).find((m) => allowFile.startsWith(`${m.mountPath}/`));
+    expect(allowMount, allowFile).toBeDefined();
+    expect(allowMount!.subPath).toBeUndefined();
+    expect(allowMount!.readOnly).toBe(true);
+    const allowVolume = (pod.volumes as Obj[]).find((v) => v.name === allowMount!.name)!;
+    expect(allowVolume.configMap).toMatchObject({ name: 'cluster-proxy-exposed-services', optional: true });
+    expect(allowVolume.configMap.items.map((i: Obj) => i.path)).toContain(path.posix.relative(allowMount!.mountPath, allowFile));
     const servingMount = (container.volumeMounts as Obj[]).find((m) => settings['server-cert']!.startsWith(`${m.mountPath}/`))!;
     const serving = (pod.volumes as Obj[]).find((v) => v.name === servingMount.name)!;
     expect(serving.secret.secretName).toBe(one('Service').metadata.annotations['service.beta.openshift.io/serving-cert-secret-name']);

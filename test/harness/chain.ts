@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -14,6 +14,23 @@ import { loopbackBlock, startProcess, type Managed } from './processes.ts';
 import { startServiceProxyDouble, type ServiceProxyDouble } from './service-proxy-double.ts';
 
 export const hashedHost = (cluster: string): string => `cluster-${clusterHash(cluster)}.open-cluster-management.proxy`;
+
+/**
+ * The exposed-services allowlist every chain's user-server gets (chainSettings): the Services of the
+ * service-proxy doubles (echo, plain) and `missing`, which the doubles cannot reach (their own 502).
+ * In the format of OCM's cluster-proxy-exposed-services ConfigMap key.
+ */
+export const CHAIN_EXPOSED_SERVICES = `# services the test chain exposes
+- namespace: tools
+  service: echo
+  port: "8443"
+  protocol: https
+- namespace: tools
+  service: plain
+  port: 8080
+- namespace: tools
+  service: missing
+`;
 
 /** Real kube-apiservers to put behind the service-proxy doubles instead of the cluster targets, by cluster name. */
 export interface KubeTargets {
@@ -75,6 +92,7 @@ export async function startChain(opts: {
   const mode = opts.mode ?? anpMode();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-chain-'));
   const certs = makeCerts(path.join(dir, 'certs'));
+  writeFileSync(path.join(dir, 'exposed-services.yaml'), CHAIN_EXPOSED_SERVICES);
   const block = loopbackBlock();
   const cleanups: (() => Promise<void>)[] = [];
   try {
@@ -154,6 +172,7 @@ export function chainSettings(chain: Chain, settings: Record<string, string> = {
     'service-proxy-ca-cert': chain.certs.file('ca.crt'),
     'log-level': 'debug',
     'proxy-mode': chain.mode,
+    'exposed-services-file': path.join(chain.dir, 'exposed-services.yaml'),
   };
   if (chain.anp.udsPath !== undefined) {
     base['proxy-server-uds'] = chain.anp.udsPath;

@@ -32,7 +32,8 @@ export interface ClusterTarget {
  *   /status/<code>               a Kubernetes Status with that code
  *   anything else                JSON describing the request as received
  * and, for upgrade requests (exec, attach, port-forward):
- *   /upgrade/refuse              403 Status, chunked, on a connection kept open (as an apiserver refuses)
+ *   /upgrade/refuse[?status=N]   403 (or N) Status, chunked, on a connection kept open (as an apiserver refuses)
+ *   /upgrade/switch?to=P         101 with Upgrade: P (none when P is empty), whatever was asked for
  *   /upgrade/hang                never answers
  *   Upgrade: websocket           a WebSocket echo that picks the first of v5/v4.channel.k8s.io offered;
  *                                the text "close:<code>" closes with that code, "bytes:<n>" sends n bytes
@@ -127,15 +128,27 @@ export async function startClusterTarget(cluster: string, host: string): Promise
     upgraded.add(socket);
     socket.on('close', () => upgraded.delete(socket));
     socket.on('error', () => socket.destroy());
-    const p = new URL(req.url!, 'http://x').pathname;
+    // The server's sockets are half-open capable: a peer's end must close this side too, as Go's server does.
+    socket.on('end', () => socket.end());
+    const u = new URL(req.url!, 'http://x');
+    const p = u.pathname;
     if (p === '/upgrade/hang') return;
+    if (p === '/upgrade/switch') {
+      const to = u.searchParams.get('to') ?? '';
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n${to === '' ? '' : `Upgrade: ${to}\r\n`}X-Cluster: ${cluster}\r\n\r\n`);
+      socket.on('data', () => {});
+      return;
+    }
     if (p === '/upgrade/refuse') {
-      const body = JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `upgrade refused by ${cluster}`, reason: 'Forbidden', code: 403 });
-      socket.write(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      const code = Number(u.searchParams.get('status') ?? 403);
+      const reason = code === 403 ? 'Forbidden' : 'InternalError';
+      const body = JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `upgrade refused by ${cluster}`, reason, code });
+      socket.write(`HTTP/1.1 ${code} ${code === 403 ? 'Forbidden' : 'Internal Server Error'}\r\nContent-Type: application/json\r\nX-Request-Id: from-the-cluster\r\nTransfer-Encoding: chunked\r\n\r\n`);
       socket.write(`${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
       return;
     }
     if (req.headers.upgrade?.toLowerCase() === 'websocket') {
+      socket.removeAllListeners('end');
       wss.handleUpgrade(req, socket, head, (ws) => {
         ws.on('message', (data, isBinary) => {
           const text = isBinary ? '' : data.toString();
@@ -156,7 +169,6 @@ export async function startClusterTarget(cluster: string, host: string): Promise
     };
     if (head.length > 0) echo(head);
     socket.on('data', echo);
-    socket.on('end', () => socket.end());
   });
   await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const port = (server.address() as AddressInfo).port;

@@ -1,7 +1,12 @@
-import { describe, expect, test } from 'vitest';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { anpMode, frontendTunnels } from '../harness/anp.ts';
 import { type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
 import { h1, h2 } from '../harness/client.ts';
+import { rawH2Request } from '../harness/raw-h2.ts';
 
 // Routing through the real chain: user-server -> ANP proxy-server -> agent -> service-proxy double -> target.
 let chain: Chain;
@@ -170,5 +175,198 @@ describe('bad input harms nothing else', () => {
     expect(huge.status).toBe(431);
     expect(huge.json()).toMatchObject({ kind: 'Status', code: 431 });
     expect((await h1(us.port, ca, '/cluster-a/api')).status).toBe(200);
+  });
+});
+
+/** An HTTP/1.1 request written by hand (Node's client merges or refuses what these tests send), read to the close. */
+function rawH1(port: number, head: string): Promise<{ status: number; head: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost', ALPNProtocols: ['http/1.1'] }, () => socket.write(`${head}Connection: close\r\n\r\n`));
+    let data = '';
+    socket.on('data', (c: Buffer) => (data += c.toString('latin1')));
+    socket.once('error', reject);
+    socket.once('close', () => {
+      const end = data.indexOf('\r\n\r\n');
+      resolve({ status: Number(data.slice(9, 12)), head: data.slice(0, end), body: data.slice(end + 4) });
+    });
+  });
+}
+
+const KUBE = '/cluster-a/api/v1/namespaces/default/pods';
+
+describe('identity headers', () => {
+  test.each([
+    ['two Authorization headers, different case', 'Authorization: Bearer first\r\nAUTHORIZATION: Bearer second\r\n', /2 Authorization headers/],
+    ['two Authorization headers, same case', 'authorization: Bearer first\r\nauthorization: Bearer second\r\n', /2 Authorization headers/],
+    ['a second Host header', 'hOsT: evil.example\r\n', /2 Host headers/],
+  ])('HTTP/1.1 with %s: 400 Status, nothing forwarded, neither value chosen', async (_name, extra, message) => {
+    const received = chain.clusters.a.serviceProxy.received.length;
+    const r = await rawH1(us.port, `GET ${KUBE} HTTP/1.1\r\nHost: localhost:${us.port}\r\nX-Request-Id: dup-h1\r\n${extra}`);
+    expect(r.status).toBe(400);
+    expect(r.head).toMatch(/\r\nx-request-id: dup-h1/i);
+    expect(JSON.parse(r.body)).toMatchObject({ kind: 'Status', code: 400, reason: 'BadRequest', message: expect.stringMatching(message) });
+    expect(chain.clusters.a.serviceProxy.received.length).toBe(received);
+    expect(us.logs.some((l) => l.includes('"error":"DUPLICATE_IDENTITY_HEADER"'))).toBe(true);
+  });
+
+  test.each([
+    ['two authorization fields', [['authorization', 'Bearer first'], ['authorization', 'Bearer second']]],
+    ['a host field that disagrees with :authority', [['host', 'evil.example']]],
+    ['two :authority fields', [[':authority', 'evil.example']]],
+  ] as const)('HTTP/2 with %s: 400 Status (or the stream refused), nothing forwarded', async (_name, extra) => {
+    const received = chain.clusters.a.serviceProxy.received.length;
+    const r = await rawH2Request(us.port, ca, [[':method', 'GET'], [':scheme', 'https'], [':path', KUBE], [':authority', `localhost:${us.port}`], ...extra]);
+    // nghttp2 itself resets a stream with a repeated pseudo-header (PROTOCOL_ERROR); the rest are ours to answer.
+    if (r.reset !== undefined) expect(r.reset).toBe(1);
+    else expect(JSON.parse(r.body)).toMatchObject({ kind: 'Status', code: 400, reason: 'BadRequest' });
+    if (extra[0]![0] !== ':authority') expect(r.reset).toBeUndefined();
+    expect(chain.clusters.a.serviceProxy.received.length).toBe(received);
+  });
+
+  test('HTTP/2 with a host field equal to :authority is fine', async () => {
+    const r = await rawH2Request(us.port, ca, [[':method', 'GET'], [':scheme', 'https'], [':path', KUBE], [':authority', `localhost:${us.port}`], ['host', `localhost:${us.port}`]]);
+    expect(JSON.parse(r.body)).toMatchObject({ cluster: 'cluster-a' });
+  });
+
+  test('names a client lists in Connection never remove the Cluster-Proxy-* headers or X-Forwarded-For the proxy sets', async () => {
+    const connection = 'keep-alive, Cluster-Proxy-Service, cluster-proxy-namespace, CLUSTER-PROXY-PORT, Cluster-Proxy-Proto, X-Forwarded-For, Host';
+    for (const target of [KUBE, '/cluster-a/api/v1/namespaces/tools/services/echo:8443/proxy-service/x']) {
+      const r = await h1(us.port, ca, target, { headers: { Connection: connection, 'Cluster-Proxy-Service': 'evil', 'X-Forwarded-For': '10.9.9.9' } });
+      expect(r.status).toBe(200);
+      const h = lastReceived('a').headers;
+      const expected = target === KUBE ? ['https', 'default', 'kubernetes', '443'] : ['https', 'tools', 'echo', '8443'];
+      expect([h['cluster-proxy-proto'], h['cluster-proxy-namespace'], h['cluster-proxy-service'], h['cluster-proxy-port']]).toEqual(expected);
+      expect(h['x-forwarded-for']).toBe('127.0.0.1');
+      expect(h.host).toBe(`127.0.0.1:${us.port}`);
+    }
+  });
+});
+
+describe('--impersonation', () => {
+  const IMPERSONATE = { 'Impersonate-User': 'alice', 'impersonate-group': 'admins', 'IMPERSONATE-UID': 'u-1', 'Impersonate-Extra-Scopes': 'view' };
+  let strip: RunningUserServer;
+  let refuse: RunningUserServer;
+  beforeAll(async () => {
+    strip = await chain.startUserServer({ impersonation: 'strip' });
+    refuse = await chain.startUserServer({ impersonation: 'refuse' });
+  });
+  afterAll(async () => {
+    await strip?.close();
+    await refuse?.close();
+  });
+
+  test('pass (the default): every Impersonate-* header reaches the managed cluster, as kubectl --as needs', async () => {
+    expect(us.config.impersonation).toBe('pass');
+    for (const client of [h1, h2]) {
+      expect((await client(us.port, ca, KUBE, { headers: IMPERSONATE })).status).toBe(200);
+      const h = lastReceived('a').headers;
+      expect([h['impersonate-user'], h['impersonate-group'], h['impersonate-uid'], h['impersonate-extra-scopes']]).toEqual(['alice', 'admins', 'u-1', 'view']);
+    }
+  });
+
+  test('strip: the request goes on without any Impersonate-* header', async () => {
+    for (const client of [h1, h2]) {
+      const r = await client(strip.port, ca, KUBE, { headers: { ...IMPERSONATE, Authorization: 'Bearer kept' } });
+      expect(r.status).toBe(200);
+      const got = lastReceived('a');
+      expect(got.rawHeaders.filter((_v, i) => i % 2 === 0 && /^impersonate-/i.test(got.rawHeaders[i]!))).toEqual([]);
+      expect(got.headers.authorization).toBe('Bearer kept');
+    }
+  });
+
+  test.each(Object.keys(IMPERSONATE))('refuse: a request with %s gets 403 Status and is not forwarded', async (name) => {
+    const received = chain.clusters.a.serviceProxy.received.length;
+    for (const client of [h1, h2]) {
+      const r = await client(refuse.port, ca, KUBE, { headers: { [name]: 'x' } });
+      expect(r.status).toBe(403);
+      expect(r.json()).toMatchObject({ kind: 'Status', code: 403, reason: 'Forbidden', message: expect.stringContaining('--impersonation=refuse') });
+    }
+    expect(chain.clusters.a.serviceProxy.received.length).toBe(received);
+    expect((await h1(refuse.port, ca, KUBE)).status).toBe(200);
+  });
+});
+
+describe('exposed services allowlist (CVE-2026-66794)', () => {
+  const svc = (ns: string, name: string): string => `/cluster-a/api/v1/namespaces/${ns}/services/${name}/proxy-service/x`;
+
+  test.each([
+    ['a Service not listed', svc('tools', 'secret:8443'), 'tools/secret'],
+    ['a listed Service on another port', svc('tools', 'echo:9443'), 'tools/echo'],
+    ['a listed Service in another namespace', svc('kube-system', 'echo:8443'), 'kube-system/echo'],
+    ['a listed Service over another protocol', svc('tools', 'http:echo:8443'), 'tools/echo'],
+  ])('%s: 403 Status like OCM, nothing dialled', async (_name, target, name) => {
+    const dials = await us.server.metrics.successfulDials();
+    const received = chain.clusters.a.serviceProxy.received.length;
+    for (const client of [h1, h2]) {
+      const r = await client(us.port, ca, target);
+      expect(r.status).toBe(403);
+      expect(r.json()).toMatchObject({ kind: 'Status', code: 403, reason: 'Forbidden', message: `service ${name} is not in the exposed services allowlist` });
+    }
+    expect(await us.server.metrics.successfulDials()).toBe(dials);
+    expect(chain.clusters.a.serviceProxy.received.length).toBe(received);
+  });
+
+  test('listed Services pass; an entry without a port or protocol matches any; kube-apiserver paths are exempt', async () => {
+    expect((await h1(us.port, ca, svc('tools', 'echo:8443'))).status).toBe(200);
+    expect((await h2(us.port, ca, svc('tools', 'http:plain:8080'))).status).toBe(200);
+    // tools/missing is listed without port: it reaches the service-proxy, which cannot reach it (502, its own).
+    for (const port of ['80', '81']) {
+      const r = await h1(us.port, ca, svc('tools', `missing:${port}`));
+      expect(r.status).toBe(502);
+      expect(lastReceived('a').headers['cluster-proxy-port']).toBe(port);
+    }
+    expect((await h1(us.port, ca, '/cluster-a/api/v1/namespaces/kube-system/services/x/proxy')).status).toBe(200);
+  });
+
+  test('without --exposed-services-file every Service is denied and kube-apiserver paths still work', async () => {
+    const none = await chain.startUserServer({ 'exposed-services-file': '' });
+    try {
+      expect(none.config.exposedServicesFile).toBeUndefined();
+      expect((await h1(none.port, ca, svc('tools', 'echo:8443'))).status).toBe(403);
+      expect((await h1(none.port, ca, KUBE)).status).toBe(200);
+    } finally {
+      await none.close();
+    }
+  });
+
+  test('a ConfigMap volume: ..data swaps are picked up, a malformed list keeps the last good one, deletion denies all', async () => {
+    // The layout the kubelet makes: <dir>/services -> ..data/services, ..data -> ..<timestamp>/
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-exposed-'));
+    let generation = 0;
+    const publish = (text: string): void => {
+      const real = `..gen${++generation}`;
+      mkdirSync(path.join(dir, real));
+      writeFileSync(path.join(dir, real, 'services'), text);
+      symlinkSync(real, path.join(dir, '..data_tmp'));
+      renameSync(path.join(dir, '..data_tmp'), path.join(dir, '..data'));
+    };
+    publish('- namespace: tools\n  service: echo\n');
+    symlinkSync('..data/services', path.join(dir, 'services'));
+    const watched = await chain.startUserServer({ 'exposed-services-file': path.join(dir, 'services'), 'tls-reload-interval': '0' });
+    const status = async (target: string): Promise<number> => (await h1(watched.port, ca, target)).status;
+    const until = async (target: string, want: number): Promise<void> => {
+      await expect.poll(() => status(target), { timeout: 10_000, interval: 100 }).toBe(want);
+    };
+    try {
+      expect(await status(svc('tools', 'echo:8443'))).toBe(200);
+      expect(await status(svc('tools', 'http:plain:8080'))).toBe(403);
+
+      publish('- namespace: tools\n  service: plain\n  port: 8080\n');
+      await until(svc('tools', 'http:plain:8080'), 200);
+      expect(await status(svc('tools', 'echo:8443'))).toBe(403);
+
+      publish('- namespace: tools\n  service: echo\n  prot: https\n');
+      await expect.poll(() => watched.logs.some((l) => l.includes('exposed-services file is invalid') && l.includes('unknown field \\"prot\\"')), { timeout: 10_000 }).toBe(true);
+      expect(await status(svc('tools', 'http:plain:8080'))).toBe(200);
+      expect(await status(svc('tools', 'echo:8443'))).toBe(403);
+
+      // An optional ConfigMap volume whose ConfigMap is deleted loses its files.
+      rmSync(path.join(dir, '..data'));
+      await until(svc('tools', 'http:plain:8080'), 403);
+      expect(await status(KUBE)).toBe(200);
+    } finally {
+      await watched.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -292,7 +292,8 @@ describe('bounds, timeouts and drain', () => {
     pump();
     await closed;
     await waitFor(() => chain.clusters.a.target.openUpgrades() === before);
-    expect(bounded.logs.some((l) => l.includes('"end":"client_stalled"'))).toBe(true);
+    // The session's line is written once both sides are torn down, which may follow the target's close.
+    await waitFor(() => bounded.logs.some((l) => l.includes('"end":"client_stalled"')));
   });
 
   test('a session with no bytes either way for --upgrade-idle-timeout is closed cleanly; traffic keeps it open', async () => {
@@ -324,5 +325,117 @@ describe('bounds, timeouts and drain', () => {
     const w = await waiting;
     expect(w.status).toBe(503);
     expect(JSON.parse((await readToEnd(w.socket, w.rest)).data.toString())).toMatchObject({ code: 503, reason: 'ServiceUnavailable' });
+  });
+});
+
+describe('upgrades pass the same admission as plain requests', () => {
+  test('a Service not on the exposed-services allowlist: 403 Status with X-Request-Id, nothing dialled', async () => {
+    const dials = await us.server.metrics.successfulDials();
+    const up = await rawUpgrade(us.port, '/cluster-a/api/v1/namespaces/tools/services/secret:8443/proxy-service/exec', { headers: ['X-Request-Id: up-403'] });
+    expect(up.status).toBe(403);
+    expect(up.head).toMatch(/\r\nx-request-id: up-403/i);
+    const { data } = await readToEnd(up.socket, up.rest);
+    expect(JSON.parse(data.toString())).toMatchObject({ kind: 'Status', code: 403, message: 'service tools/secret is not in the exposed services allowlist' });
+    expect(await us.server.metrics.successfulDials()).toBe(dials);
+  });
+
+  test('two Authorization headers: 400 Status, nothing dialled', async () => {
+    const dials = await us.server.metrics.successfulDials();
+    const up = await rawUpgrade(us.port, `/cluster-a${EXEC}`, { headers: ['authorization: Bearer other'] });
+    expect(up.status).toBe(400);
+    expect(JSON.parse((await readToEnd(up.socket, up.rest)).data.toString())).toMatchObject({ kind: 'Status', code: 400, message: expect.stringMatching(/2 Authorization headers/) });
+    expect(await us.server.metrics.successfulDials()).toBe(dials);
+  });
+
+  test('--impersonation=refuse answers 403 to an upgrade with Impersonate-User; strip drops it', async () => {
+    const refuse = await chain.startUserServer({ impersonation: 'refuse' });
+    const strip = await chain.startUserServer({ impersonation: 'strip' });
+    try {
+      const refused = await rawUpgrade(refuse.port, `/cluster-a${EXEC}`, { headers: ['Impersonate-User: alice'] });
+      expect(refused.status).toBe(403);
+      expect(JSON.parse((await readToEnd(refused.socket, refused.rest)).data.toString())).toMatchObject({ code: 403, reason: 'Forbidden' });
+      const stripped = await rawUpgrade(strip.port, `/cluster-a${EXEC}`, { headers: ['Impersonate-User: alice', 'Impersonate-Group: admins'] });
+      expect(stripped.status).toBe(101);
+      const seen = chain.clusters.a.serviceProxy.received.findLast((r) => r.url === EXEC)!;
+      expect(seen.headers['impersonate-user']).toBeUndefined();
+      expect(seen.headers['impersonate-group']).toBeUndefined();
+      stripped.socket.destroy();
+    } finally {
+      await refuse.close();
+      await strip.close();
+    }
+  });
+
+  test('names listed in Connection never remove the Cluster-Proxy-* headers the proxy sets', async () => {
+    const up = await rawUpgrade(us.port, `/cluster-a${EXEC}`, { headers: ['Connection: Cluster-Proxy-Service, Cluster-Proxy-Port', 'Cluster-Proxy-Service: evil'] });
+    expect(up.status).toBe(101);
+    const seen = chain.clusters.a.serviceProxy.received.findLast((r) => r.url === EXEC)!;
+    expect([seen.headers['cluster-proxy-proto'], seen.headers['cluster-proxy-namespace'], seen.headers['cluster-proxy-service'], seen.headers['cluster-proxy-port']]).toEqual(['https', 'default', 'kubernetes', '443']);
+    up.socket.destroy();
+  });
+
+  test('one access line per upgrade, with the fields of the plain path', async () => {
+    const up = await rawUpgrade(us.port, `/cluster-a${EXEC}`, { headers: ['X-Request-Id: up-line'] });
+    expect(up.status).toBe(101);
+    up.socket.destroy();
+    await waitFor(() => us.logs.some((l) => l.includes('"reqId":"up-line"')));
+    const line = JSON.parse(us.logs.find((l) => l.includes('"reqId":"up-line"'))!);
+    expect(line).toMatchObject({ msg: 'upgrade', cluster: 'cluster-a', kind: 'upgrade', protocol: 'SPDY/3.1', method: 'POST', status: 101, verb: 'create', resource: 'pods', subresource: 'exec' });
+  });
+});
+
+describe('what the managed cluster answers to an upgrade', () => {
+  test('the 101 and every proxy-made answer carry X-Request-Id', async () => {
+    const ok = await rawUpgrade(us.port, `/cluster-a${EXEC}`, { headers: ['X-Request-Id: up-101'] });
+    expect(ok.status).toBe(101);
+    expect(ok.head).toMatch(/\r\nx-request-id: up-101\r\n/i);
+    ok.socket.destroy();
+    for (const [target, status] of [[`/Bad_Name${EXEC}`, 400], [`/no-such-cluster${EXEC}`, 503]] as const) {
+      const up = await rawUpgrade(us.port, target, { headers: [`X-Request-Id: up-${status}`] });
+      expect(up.status).toBe(status);
+      expect(up.head).toMatch(new RegExp(`\\r\\nx-request-id: up-${status}(\\r\\n|$)`, 'i'));
+      up.socket.destroy();
+    }
+  });
+
+  test.each([
+    ['another protocol than the one requested', 'websocket'],
+    ['no protocol at all', ''],
+  ])('a 101 naming %s: 502 Status, the tunnel closed', async (_name, to) => {
+    const before = chain.clusters.a.target.openUpgrades();
+    const up = await rawUpgrade(us.port, `/cluster-a/upgrade/switch?to=${to}`, { headers: ['X-Request-Id: up-mismatch'] });
+    expect(up.status).toBe(502);
+    expect(up.head).toMatch(/\r\nx-request-id: up-mismatch/i);
+    const { data } = await readToEnd(up.socket, up.rest);
+    expect(JSON.parse(data.toString())).toMatchObject({ kind: 'Status', code: 502, reason: 'BadGateway', message: expect.stringContaining(`switched protocols to "${to}" when "SPDY/3.1" was requested`) });
+    await waitFor(() => chain.clusters.a.target.openUpgrades() === before);
+    expect(us.logs.some((l) => l.includes('"error":"UPGRADE_PROTOCOL_MISMATCH"'))).toBe(true);
+  });
+
+  test('the same protocol in another case is accepted, as Go compares it', async () => {
+    const up = await rawUpgrade(us.port, '/cluster-a/upgrade/switch?to=spdy/3.1');
+    expect(up.status).toBe(101);
+    up.socket.destroy();
+  });
+
+  test.each([403, 500])('a refusal with %i is relayed with its body and X-Request-Id, and its tunnel destroyed, never reused', async (code) => {
+    const before = chain.clusters.a.target.openUpgrades();
+    const tunnels = async (): Promise<number> => metricValue(await us.server.metrics.registry.metrics(), 'cluster_proxy_user_server_tunnels_open');
+    const tunnelsBefore = await tunnels();
+    const dials = await us.server.metrics.successfulDials();
+    const up = await rawUpgrade(us.port, `/cluster-a/upgrade/refuse?status=${code}`, { headers: [`X-Request-Id: refused-${code}`] });
+    expect(up.status).toBe(code);
+    expect(up.head).toMatch(new RegExp(`\\r\\nx-request-id: refused-${code}(\\r\\n|$)`, 'i'));
+    expect(up.head).not.toContain('from-the-cluster');
+    const { data } = await readToEnd(up.socket, up.rest);
+    expect(JSON.parse(data.toString())).toMatchObject({ kind: 'Status', code, message: 'upgrade refused by cluster-a' });
+    // The managed side kept its connection open: only the proxy destroying the tunnel closes it.
+    await waitFor(() => chain.clusters.a.target.openUpgrades() === before);
+    await waitFor(async () => (await tunnels()) <= tunnelsBefore);
+    expect(await us.server.metrics.successfulDials()).toBe(dials + 1);
+    const next = await rawUpgrade(us.port, `/cluster-a${EXEC}`);
+    expect(next.status).toBe(101);
+    expect(await us.server.metrics.successfulDials()).toBe(dials + 2);
+    next.socket.destroy();
   });
 });

@@ -109,6 +109,18 @@ describe('buildConfig', () => {
         keyFile: FILES.serverKey,
         minVersion: 'TLSv1.2',
         maxHeaderBytes: 65536,
+        maxConnections: 10_000,
+        requestHeadersTimeoutMs: 32_000,
+        unknownProtocolTimeoutMs: 10_000,
+        http2: {
+          maxConcurrentStreams: 250,
+          streamResetBurst: 1000,
+          streamResetRate: 33,
+          maxSessionInvalidFrames: 100,
+          maxSessionRejectedStreams: 100,
+          maxHeaderListPairs: 128,
+          maxSessionMemory: 10,
+        },
       },
       health: { address: '0.0.0.0', port: 8000 },
       proxyMode: 'grpc',
@@ -123,6 +135,8 @@ describe('buildConfig', () => {
         keyFile: FILES.proxyKey,
       },
       serviceProxyCaFile: FILES.serviceProxyCa,
+      impersonation: 'pass',
+      exposedServicesFile: undefined,
       targetTemplate: 'cluster-{hash}.open-cluster-management.proxy:7443',
       timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000, tunnelPingMs: 60_000, upgradeIdleMs: 4 * 3_600_000 },
       limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxStreamsPerTunnel: 100, maxRequestsPerCluster: 4096, maxUpgradesPerCluster: 1000, maxClusters: 2000 },
@@ -632,5 +646,54 @@ describe('proxy mode settings', () => {
     expect(specOf('proxy-mode')).toMatchObject({ type: 'enum', default: 'grpc', choices: ['grpc', 'http-connect'], env: 'CLUSTER_PROXY_PROXY_MODE' });
     expect(specOf('proxy-connections')).toMatchObject({ type: 'count', default: '4', env: 'CLUSTER_PROXY_PROXY_CONNECTIONS' });
     expect(specOf('proxy-keepalive-interval')).toMatchObject({ type: 'duration', default: '5m', env: 'CLUSTER_PROXY_PROXY_KEEPALIVE_INTERVAL' });
+  });
+});
+
+describe('limits on the client side', () => {
+  test('defaults come from the anchors: 250 streams, nghttp2 reset bucket, 32s headers, 10,000 connections', () => {
+    expect(config(UDS).server).toMatchObject({
+      maxHeaderBytes: 65536,
+      maxConnections: 10_000,
+      requestHeadersTimeoutMs: 32_000,
+      unknownProtocolTimeoutMs: 10_000,
+      http2: { maxConcurrentStreams: 250, streamResetBurst: 1000, streamResetRate: 33, maxSessionInvalidFrames: 100, maxSessionRejectedStreams: 100, maxHeaderListPairs: 128, maxSessionMemory: 10 },
+    });
+  });
+
+  test('each is set by flag or environment variable', () => {
+    const env = { CLUSTER_PROXY_HTTP2_MAX_CONCURRENT_STREAMS: '100', CLUSTER_PROXY_MAX_CONNECTIONS: '50', CLUSTER_PROXY_REQUEST_HEADERS_TIMEOUT: '10s' };
+    const c = config([...UDS, '--http2-stream-reset-burst=200', '--http2-stream-reset-rate=10', '--http2-max-invalid-frames=7', '--http2-max-rejected-streams=8', '--http2-max-header-pairs=64', '--http2-max-session-memory=4', '--unknown-protocol-timeout=2s', '--max-connections=60'], env);
+    expect(c.server).toMatchObject({
+      maxConnections: 60,
+      requestHeadersTimeoutMs: 10_000,
+      unknownProtocolTimeoutMs: 2_000,
+      http2: { maxConcurrentStreams: 100, streamResetBurst: 200, streamResetRate: 10, maxSessionInvalidFrames: 7, maxSessionRejectedStreams: 8, maxHeaderListPairs: 64, maxSessionMemory: 4 },
+    });
+  });
+
+  test.each(['max-connections', 'http2-max-concurrent-streams', 'http2-stream-reset-burst', 'http2-stream-reset-rate', 'http2-max-invalid-frames', 'http2-max-rejected-streams', 'http2-max-session-memory'] as const)('--%s=0 is refused', (name) => {
+    expect(configError([...UDS, `--${name}=0`]).message).toBe(`${label(name)} must be a whole number of at least 1, got "0"`);
+  });
+
+  test.each(['http2-max-concurrent-streams', 'http2-stream-reset-burst', 'max-header-bytes'] as const)('--%s above 2^32-1 (an HTTP/2 SETTINGS value) is refused', (name) => {
+    expect(configError([...UDS, `--${name}=4294967296`]).message).toBe(`${label(name)} must be at most 4294967295, got "4294967296"`);
+    expect(() => config([...UDS, `--${name}=4294967295`])).not.toThrow();
+  });
+
+  test('header pairs start at 4, the request pseudo-headers', () => {
+    expect(configError([...UDS, '--http2-max-header-pairs=3']).message).toBe(`${label('http2-max-header-pairs')} must be at least 4 (the four request pseudo-headers count), got 3`);
+    expect(config([...UDS, '--http2-max-header-pairs=4']).server.http2.maxHeaderListPairs).toBe(4);
+  });
+
+  test.each(['request-headers-timeout', 'unknown-protocol-timeout'] as const)('--%s cannot be turned off', (name) => {
+    expect(configError([...UDS, `--${name}=0`]).message).toBe(`${label(name)} must be greater than 0`);
+    expect(configError([...UDS, `--${name}=32`]).message).toContain('must be a duration');
+  });
+
+  test('--help says where the defaults come from', () => {
+    const text = helpText();
+    expect(text).toContain("(Go's default; Envoy, HAProxy and the apiserver use 100, nginx 128, Node 2^32-1) (default 250)");
+    expect(text).toMatch(/--request-headers-timeout <duration>.*\n.*408.*bodies and responses have no time limit \(Go and OCM ReadHeaderTimeout\) \(default 32s\)/);
+    expect(text).toContain("(Envoy's edge listener limit) (default 10000)");
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { ProxyError } from '../../src/errors/proxy-error.ts';
-import { refusalHead, statusResponse, switchingProtocolsHead } from '../../src/upgrade/response-head.ts';
+import { refusalHead, statusResponse, switchedToRequested, switchingProtocolsHead } from '../../src/upgrade/response-head.ts';
 
 describe('switchingProtocolsHead', () => {
   test('keeps end-to-end headers in order and case, drops hop-by-hop ones, ends with Connection and Upgrade', () => {
@@ -47,5 +47,28 @@ describe('statusResponse', () => {
     expect(head).toContain('\r\nconnection: close');
     expect(head).toContain(`\r\ncontent-length: ${Buffer.byteLength(body)}`);
     expect(JSON.parse(body)).toMatchObject({ kind: 'Status', code: 503, reason: 'ServiceUnavailable', details: { name: 'c1', retryAfterSeconds: 5 } });
+  });
+});
+
+describe('request id and the switched protocol', () => {
+  test('statusResponse, the 101 and a relayed refusal carry X-Request-Id; the upstream\'s own is replaced', () => {
+    expect(statusResponse(new ProxyError('BAD_PATH', 'x'), undefined, 'rid-1')).toMatch(/\r\nx-request-id: rid-1\r\n/);
+    const ok = switchingProtocolsHead(['X-Request-Id', 'theirs', 'X-Stream-Protocol-Version', 'v4.channel.k8s.io'], '', 'SPDY/3.1', 'rid-2');
+    expect(ok).toMatch(/\r\nx-request-id: rid-2\r\n/);
+    expect(ok).not.toContain('theirs');
+    const refused = refusalHead(403, 'Forbidden', ['x-request-id', 'theirs', 'Content-Type', 'application/json'], 'rid-3');
+    expect(refused).toBe('HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nx-request-id: rid-3\r\nConnection: close\r\n\r\n');
+  });
+
+  test.each([
+    ['SPDY/3.1', 'SPDY/3.1', true],
+    ['websocket', 'WebSocket', true],
+    ['h2c, websocket', 'websocket', true],
+    ['SPDY/3.1', 'websocket', false],
+    ['SPDY/3.1', '', false],
+    ['SPDY/3.1', undefined, false],
+    ['websocket', 'websocket, SPDY/3.1', false],
+  ] as const)('requested %j, switched to %j: accepted %s', (requested, switchedTo, ok) => {
+    expect(switchedToRequested(requested, switchedTo)).toBe(ok);
   });
 });
