@@ -4,9 +4,21 @@ import { defineConfig } from 'vitest/config';
  * Integration files that do not depend on the project's frontend mode, run once: the Dockerfile replay,
  * the demo (`scripts/demo.ts` starts its own chain, in the default mode), the benchmark smoke run (its
  * own topology: an http-connect proxy-server for the limit client and this user-server), the ANP
- * version matrix (it starts every version in both modes itself) and the front's client limits (no chain).
+ * version matrix (it starts every version in both modes itself), the front's client limits and h2spec (no
+ * chain: a dialer of the test's own), and bad input (refused at the front before any tunnel; its chain, in
+ * the default mode, only serves the well-behaved client running beside each case), and the 30-second soak
+ * (a user-server process in the default mode; `npm run soak -- --mode http-connect` covers the other).
  */
-const ONCE = ['test/integration/dockerfile.test.ts', 'test/integration/demo.test.ts', 'test/integration/bench-smoke.test.ts', 'test/integration/anp-versions.test.ts', 'test/integration/front-limits.test.ts'];
+const ONCE = [
+  'test/integration/dockerfile.test.ts',
+  'test/integration/demo.test.ts',
+  'test/integration/bench-smoke.test.ts',
+  'test/integration/anp-versions.test.ts',
+  'test/integration/front-limits.test.ts',
+  'test/integration/h2spec.test.ts',
+  'test/integration/bad-input.test.ts',
+  'test/integration/soak.test.ts',
+];
 /**
  * Every other integration and e2e file starts a chain (or a CLI whose proxy mode follows ANP_MODE) and runs
  * once per mode. Files named grpc-* or http-connect-* cover one mode only and run in that mode's project

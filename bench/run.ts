@@ -35,7 +35,7 @@ const mode: BenchResults['mode'] = args.smoke ? 'smoke' : args.full ? 'full' : '
 const RUNS = Number(args.runs ?? (mode === 'smoke' ? 1 : 3));
 const SECONDS = Number(args.seconds ?? (mode === 'smoke' ? 1 : mode === 'full' ? 10 : 5));
 const WARMUP = mode === 'smoke' ? 1 : mode === 'full' ? 3 : 2;
-const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts,tsgrpc' : 'limit,ts,tsgrpc,go,ocm')).split(',') as SystemId[]);
+const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts,tsgrpc' : 'limit,ts,tsnoview,tsgrpc,floor,floorgrpc,go,ocm')).split(',') as SystemId[]);
 
 const only = args.only?.split(',');
 const want = (id: string): boolean => only === undefined || only.some((p) => id.startsWith(p));
@@ -68,14 +68,14 @@ function loadJob(system: SystemId, bytes: number, connections: number, seconds: 
 }
 
 async function anpDials(system: SystemId): Promise<number> {
-  const server = system === 'go' || system === 'ocm' || system === 'tsgrpc' ? topo.anpGrpc! : topo.anpHttp;
+  const server = system === 'go' || system === 'ocm' || system === 'tsgrpc' || system === 'floorgrpc' ? topo.anpGrpc! : topo.anpHttp;
   return promValue(await server.metrics(), 'konnectivity_network_proxy_server_dial_duration_seconds_count');
 }
 
 /** This user-server's successful CONNECTs so far and its open tunnels (NaN for the other systems). */
 async function ownTunnels(system: SystemId): Promise<{ dials: number; open: number }> {
   const metrics = topo.servers.get(system as 'ts')?.metrics;
-  if ((system !== 'ts' && system !== 'tsgrpc') || metrics === undefined) return { dials: Number.NaN, open: Number.NaN };
+  if ((system !== 'ts' && system !== 'tsnoview' && system !== 'tsgrpc') || metrics === undefined) return { dials: Number.NaN, open: Number.NaN };
   const text = await metrics();
   return {
     dials: promValue(text, 'cluster_proxy_user_server_tunnel_dials_total', ['outcome="success"']),
@@ -303,6 +303,12 @@ function withRatios(result: ScenarioResult): ScenarioResult {
   const grpc = v('tsgrpc');
   if (grpc !== undefined && go !== undefined && go !== 0) result.grpcOverGo = round(grpc / go, 3);
   if (grpc !== undefined && ts !== undefined && ts !== 0) result.grpcOverTs = round(grpc / ts, 3);
+  const floor = v('floor');
+  if (ts !== undefined && floor !== undefined && floor !== 0) result.tsOverFloor = round(ts / floor, 3);
+  const floorGrpc = v('floorgrpc');
+  if (grpc !== undefined && floorGrpc !== undefined && floorGrpc !== 0) result.grpcOverFloor = round(grpc / floorGrpc, 3);
+  const noView = v('tsnoview');
+  if (ts !== undefined && noView !== undefined && noView !== 0) result.viewOnOverOff = round(ts / noView, 3);
   return result;
 }
 
@@ -336,6 +342,9 @@ function targets(scenarios: ScenarioResult[]): TargetCheck[] {
   add('gRPC mode, 10,000 idle watches: user-server RSS (MiB)', get('watch-idle-10000', 'tsgrpc', 'rssMiB'), '< 400', (v) => v < 400);
   add('gRPC mode / http-connect mode, 1 KiB @64: req/s', div(get(c, 'tsgrpc', 'rps'), get(c, 'ts', 'rps')), '>= 0.8', (v) => v >= 0.8);
   add('gRPC mode / http-connect mode, 1 MiB: MB/s', div(get('mib1', 'tsgrpc', 'mbps'), get('mib1', 'ts', 'mbps')), 'report', () => true);
+  // The per-cluster view (GET /clusters) must not cost the hot path measurably.
+  add('cluster view on / off, 1 KiB @64: req/s', div(get(c, 'ts', 'rps'), get(c, 'tsnoview', 'rps')), '>= 0.97', (v) => v >= 0.97);
+  add('cluster view on / off, 1 KiB @64: server CPU per request', div(get(c, 'ts', 'serverCpuUsPerReq'), get(c, 'tsnoview', 'serverCpuUsPerReq')), '<= 1.03', (v) => v <= 1.03);
   return checks;
 }
 
@@ -353,8 +362,8 @@ async function main(): Promise<number> {
     const built = spawnSync('bash', [path.join(ROOT, 'scripts/build-ocm-user-server.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
     if (built.status !== 0) log(`OCM user-server build failed (exit ${built.status}); it is skipped`);
   }
-  topo = await startTopology({ go: wanted.has('go'), ocm: wanted.has('ocm'), tsgrpc: wanted.has('tsgrpc'), watches: mode === 'full' && (want('watch-idle-1000') || want('watch-idle-10000')) });
-  systems = (['limit', 'ts', 'tsgrpc', 'go', 'ocm'] as SystemId[]).filter((s) => wanted.has(s) && (s === 'limit' || topo.available.has(s)));
+  topo = await startTopology({ go: wanted.has('go'), ocm: wanted.has('ocm'), tsgrpc: wanted.has('tsgrpc'), tsnoview: wanted.has('tsnoview'), floor: wanted.has('floor'), floorgrpc: wanted.has('floorgrpc'), watches: mode === 'full' && (want('watch-idle-1000') || want('watch-idle-10000')) });
+  systems = (['limit', 'ts', 'tsnoview', 'tsgrpc', 'floor', 'floorgrpc', 'go', 'ocm'] as SystemId[]).filter((s) => wanted.has(s) && (s === 'limit' || topo.available.has(s)));
   for (const id of ['go', 'ocm'] as const) if (topo.skipped[id] !== undefined && wanted.has(id)) log(`${id} user-server skipped: ${topo.skipped[id]}`);
   const scenarios: ScenarioResult[] = [];
   try {
@@ -384,7 +393,10 @@ async function main(): Promise<number> {
     systems: {
       limit: { name: 'limit: client pooling its own CONNECT tunnels through ANP (undici + src/tunnel/open-tunnel.ts)', included: systems.includes('limit') },
       ts: { name: 'this user-server (node src/cli.ts --proxy-mode=http-connect), ANP in http-connect mode', included: systems.includes('ts') },
+      tsnoview: { name: 'this user-server as system 2, with --cluster-view=false (no per-cluster state): what the view costs', included: systems.includes('tsnoview') },
       tsgrpc: { name: 'this user-server (node src/cli.ts --proxy-mode=grpc), the same grpc-mode ANP as the Go user-servers', included: systems.includes('tsgrpc') },
+      floor: { name: 'the floor: the smallest proxy doing the same job (bench/runners/floor-proxy.ts: node:http2 front, raw split, the project\'s dialers and pools, an undici relay; no framework, logs or metrics), http-connect mode', included: systems.includes('floor') },
+      floorgrpc: { name: 'the floor in gRPC mode, on the grpc-mode ANP', included: systems.includes('floorgrpc') },
       go: { name: `upstream Go user-server (stolostron/cluster-proxy-addon ${UPSTREAM_COMMIT}), ANP in grpc mode`, included: systems.includes('go'), ...(topo.skipped.go !== undefined ? { skipped: topo.skipped.go } : {}) },
       ocm: { name: `OCM user-server (open-cluster-management.io/cluster-proxy ${OCM_VERSION}, the newest the Go module proxy serves; a tunnel and a TLS connection per request), ANP in grpc mode`, included: systems.includes('ocm'), ...(topo.skipped.ocm !== undefined ? { skipped: topo.skipped.ocm } : {}) },
     },

@@ -22,4 +22,27 @@ for tool in blackhole goserviceproxy; do
     echo "built $bin"
   fi
 done
+# h2spec (test/integration/h2spec.test.ts): v2.2.1+incompatible, the newest the Go module proxy serves, has
+# no go.mod of its own; test/go/h2spec pins it and its dependencies (go.sum committed).
+h2spec="$root/.cache/tools/h2spec"
+if [[ ! -x "$h2spec" || "$root/test/go/h2spec/go.mod" -nt "$h2spec" ]]; then
+  (cd "$root/test/go/h2spec" && CGO_ENABLED=0 go build -mod=readonly -trimpath -o "$h2spec" github.com/summerwind/h2spec/cmd/h2spec)
+  echo "built $h2spec"
+fi
 bash "$root/scripts/fetch-schemas.sh"
+# promtool for `promtool test rules` on openshift/prometheusrule.yaml (test/deploy/prometheus-rules.test.ts),
+# built from the Go module proxy (a few minutes, once); the stamp names the version built.
+promtool_version="${PROMTOOL_VERSION:-v0.316.0}"
+promtool="$root/.cache/tools/promtool"
+if [[ ! -x "$promtool" || "$(cat "$promtool.version" 2>/dev/null)" != "$promtool_version" ]]; then
+  echo "building promtool $promtool_version (first run on this machine only)..."
+  (cd "$root/.cache/tools" && GOBIN="$root/.cache/tools" CGO_ENABLED=0 go install "github.com/prometheus/prometheus/cmd/promtool@$promtool_version")
+  echo "$promtool_version" > "$promtool.version"
+  echo "built $promtool"
+fi
+# Debian's headless Chromium for the operator page's browser test (test/integration/operator-view.test.ts).
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "installing chromium from Debian (first run on this machine only)..."
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+fi

@@ -36,7 +36,7 @@ async function main(): Promise<number> {
     throw err;
   }
   let draining = false;
-  const health = createHealthServer({ ready: server.ready, draining: () => draining }, server.metrics.registry);
+  const health = createHealthServer({ ready: server.ready, draining: () => draining }, server.metrics.registry, server.clusters);
   const healthAddress = await listenHealth(health, config.health.address, config.health.port);
   const address = await server.listen();
   logger.info({ address: address.address, port: address.port, healthPort: healthAddress.port, proxy: config.proxy.transport === 'tcp' ? `${config.proxy.host}:${config.proxy.port}` : config.proxy.path, proxyMode: config.proxyMode }, 'user-server listening');

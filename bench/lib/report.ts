@@ -1,4 +1,4 @@
-export type SystemId = 'limit' | 'ts' | 'tsgrpc' | 'go' | 'ocm';
+export type SystemId = 'limit' | 'ts' | 'tsnoview' | 'tsgrpc' | 'floor' | 'floorgrpc' | 'go' | 'ocm';
 
 export interface SystemResult {
   status: 'ok' | 'failed' | 'skipped';
@@ -21,6 +21,11 @@ export interface ScenarioResult {
   /** The same for this user-server in gRPC mode, against upstream Go and against itself in http-connect mode. */
   grpcOverGo?: number;
   grpcOverTs?: number;
+  /** This user-server over the floor, in http-connect mode and in gRPC mode. */
+  tsOverFloor?: number;
+  grpcOverFloor?: number;
+  /** This user-server with its per-cluster view over itself without it (http-connect mode). */
+  viewOnOverOff?: number;
   note?: string;
 }
 
@@ -43,8 +48,8 @@ export interface BenchResults {
   targets: TargetCheck[];
 }
 
-const SYSTEMS: SystemId[] = ['limit', 'ts', 'tsgrpc', 'go', 'ocm'];
-const LABEL: Record<SystemId, string> = { limit: 'limit', ts: 'this user-server (http-connect)', tsgrpc: 'this user-server (gRPC)', go: 'upstream Go', ocm: 'OCM user-server' };
+const SYSTEMS: SystemId[] = ['limit', 'ts', 'tsnoview', 'tsgrpc', 'floor', 'floorgrpc', 'go', 'ocm'];
+const LABEL: Record<SystemId, string> = { limit: 'limit', ts: 'this user-server (http-connect)', tsnoview: 'this user-server (http-connect), --cluster-view=false', tsgrpc: 'this user-server (gRPC)', floor: 'floor (http-connect)', floorgrpc: 'floor (gRPC)', go: 'upstream Go', ocm: 'OCM user-server' };
 
 /** How each metric is shown: label and unit. */
 const METRICS: Record<string, string> = {
@@ -93,11 +98,11 @@ export function renderMarkdown(res: BenchResults): string {
     if (sys === undefined) continue;
     lines.push(`- **${LABEL[s]}**: ${sys.name}${sys.skipped !== undefined ? ` (skipped: ${sys.skipped})` : sys.included ? '' : ' (not in this run)'}`);
   }
-  lines.push('', '## Ratios', '', 'Ratios compare the scenario\'s main metric: this user-server (http-connect mode) over the limit (2/1), over the upstream Go user-server (2/4) and over the OCM user-server (2/5); this user-server in gRPC mode, on the same grpc-mode ANP as the Go user-servers, over upstream Go (3/4) and over itself in http-connect mode (3/2).', '');
-  lines.push('| scenario | metric | limit | this user-server (http-connect) | this user-server (gRPC) | upstream Go | OCM user-server | 2/1 | 2/4 | 2/5 | 3/4 | 3/2 |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
+  lines.push('', '## Ratios', '', 'Ratios compare the scenario\'s main metric: this user-server (http-connect mode) over the limit (2/1), over the upstream Go user-server (2/4) and over the OCM user-server (2/5); this user-server in gRPC mode, on the same grpc-mode ANP as the Go user-servers, over upstream Go (3/4) and over itself in http-connect mode (3/2); the cost of the per-cluster view (/clusters): this user-server with it over the same without it (2/2b); this user-server over the floor, the smallest proxy of the same design (2/F in http-connect mode, 3/Fg in gRPC mode).', '');
+  lines.push('| scenario | metric | limit | this user-server (http-connect) | 2b: view off | this user-server (gRPC) | F: floor | Fg: floor (gRPC) | upstream Go | OCM user-server | 2/1 | 2/4 | 2/5 | 3/4 | 3/2 | 2/2b | 2/F | 3/Fg |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const sc of res.scenarios) {
     const better = sc.higherIsBetter ? 'higher is better' : 'lower is better';
-    lines.push(`| ${sc.title} | ${METRICS[sc.primary] ?? sc.primary} (${better}) | ${cell(sc.systems.limit, sc.primary)} | ${cell(sc.systems.ts, sc.primary)} | ${cell(sc.systems.tsgrpc, sc.primary)} | ${cell(sc.systems.go, sc.primary)} | ${cell(sc.systems.ocm, sc.primary)} | ${ratio(sc.tsOverLimit)} | ${ratio(sc.tsOverGo)} | ${ratio(sc.tsOverOcm)} | ${ratio(sc.grpcOverGo)} | ${ratio(sc.grpcOverTs)} |`);
+    lines.push(`| ${sc.title} | ${METRICS[sc.primary] ?? sc.primary} (${better}) | ${cell(sc.systems.limit, sc.primary)} | ${cell(sc.systems.ts, sc.primary)} | ${cell(sc.systems.tsnoview, sc.primary)} | ${cell(sc.systems.tsgrpc, sc.primary)} | ${cell(sc.systems.floor, sc.primary)} | ${cell(sc.systems.floorgrpc, sc.primary)} | ${cell(sc.systems.go, sc.primary)} | ${cell(sc.systems.ocm, sc.primary)} | ${ratio(sc.tsOverLimit)} | ${ratio(sc.tsOverGo)} | ${ratio(sc.tsOverOcm)} | ${ratio(sc.grpcOverGo)} | ${ratio(sc.grpcOverTs)} | ${ratio(sc.viewOnOverOff)} | ${ratio(sc.tsOverFloor)} | ${ratio(sc.grpcOverFloor)} |`);
   }
   if (res.targets.length > 0) {
     lines.push('', '## Targets', '', 'For targets against a Go user-server, the last column gives the same ratio for the limit. A user-server adds a hop to the path of the limit, so it is not expected to do better than that on this machine.', '');
@@ -137,13 +142,13 @@ const esc = (s: string): string => s.replaceAll('&', '&amp;').replaceAll('<', '&
  */
 export function renderSvg(res: BenchResults): string {
   const rows = res.scenarios.filter((sc) => sc.systems.limit?.status === 'ok' && (sc.systems.ts?.status === 'ok' || sc.systems.go?.status === 'ok'));
-  const colors: Record<SystemId, string> = { limit: '#9e9e9e', ts: '#1f77b4', tsgrpc: '#9467bd', go: '#d62728', ocm: '#2ca02c' };
+  const colors: Record<SystemId, string> = { limit: '#9e9e9e', ts: '#1f77b4', tsnoview: '#aec7e8', tsgrpc: '#9467bd', floor: '#ff7f0e', floorgrpc: '#ffbb78', go: '#d62728', ocm: '#2ca02c' };
   const barH = 14;
   const groupH = barH * SYSTEMS.length + 18;
   const left = 300;
   const width = 860;
   const plotW = width - left - 90;
-  const top = 70;
+  const top = 90;
   const height = top + rows.length * groupH + 40;
   const rel = (sc: ScenarioResult, s: SystemId): number | undefined => {
     const base = sc.systems.limit!.median[sc.primary];
@@ -159,7 +164,9 @@ export function renderSvg(res: BenchResults): string {
   out.push(`<text x="10" y="20" font-size="15" font-weight="bold">user-server benchmark (${esc(res.mode)}): relative to the limit = 1.0 (latencies inverted: longer is better)</text>`);
   out.push(`<text x="10" y="38" fill="#555">${esc(`${res.date.slice(0, 16).replace('T', ' ')} UTC, ${res.machine.cpus} cores, Node ${res.machine.node}, ANP ${res.settings.anp}, median of ${res.settings.runs} runs`)}</text>`);
   SYSTEMS.forEach((s, i) => {
-    out.push(`<rect x="${10 + i * 170}" y="48" width="12" height="12" fill="${colors[s]}"/><text x="${26 + i * 170}" y="58">${esc(LABEL[s])}</text>`);
+    const lx = 10 + (i % 3) * 285;
+    const ly = 48 + Math.floor(i / 3) * 18;
+    out.push(`<rect x="${lx}" y="${ly}" width="12" height="12" fill="${colors[s]}"/><text x="${lx + 16}" y="${ly + 10}">${esc(LABEL[s])}</text>`);
   });
   out.push(`<line x1="${x(1)}" y1="${top - 4}" x2="${x(1)}" y2="${height - 30}" stroke="#444" stroke-dasharray="4 3"/>`);
   out.push(`<text x="${x(1) - 8}" y="${height - 16}" fill="#444">1.0</text>`);

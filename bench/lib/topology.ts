@@ -23,7 +23,33 @@ export const OCM_BIN = path.join(ROOT, '.cache/ocm-user-server', OCM_VERSION, 'c
  */
 const GO_HEALTH_PORT = 8000;
 
-export type ServerId = 'ts' | 'tsgrpc' | 'go' | 'ocm';
+/**
+ * The service-proxy every system reaches: by default the Go double (test/go/goserviceproxy, built by
+ * scripts/build-test-deps.sh), an http.Server set up as the real service-proxy sets up its own, with Go's
+ * HTTP/2 and HTTP/1.1 stacks, frame and window sizes; BENCH_SERVICE_PROXY=node runs the suite's Node
+ * double instead (bench/runners/service-proxy.ts).
+ */
+export const SERVICE_PROXY: 'go' | 'node' = process.env.BENCH_SERVICE_PROXY === 'node' ? 'node' : 'go';
+const GO_SERVICE_PROXY = path.join(ROOT, '.cache/tools/goserviceproxy');
+
+async function untilListening(host: string, port: number, p: BenchProcess): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (p.child.exitCode !== null) throw new Error(`${p.name} exited: ${p.log().slice(-2000)}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host, port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${p.name} did not listen on ${host}:${port}: ${p.log().slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export type ServerId = 'ts' | 'tsnoview' | 'tsgrpc' | 'floor' | 'floorgrpc' | 'go' | 'ocm';
 export interface RunningServer {
   base: string;
   pid: number;
@@ -68,7 +94,7 @@ async function portFree(port: number): Promise<boolean> {
  * most), an http-connect ANP proxy-server and agent for the limit and this user-server, a grpc-mode
  * proxy-server and agent for the Go user-servers (upstream and OCM), and the user-servers.
  */
-export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: boolean; watches: boolean }): Promise<Topology> {
+export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: boolean; tsnoview: boolean; floor: boolean; floorgrpc: boolean; watches: boolean }): Promise<Topology> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-bench-'));
   const certs = makeCerts(path.join(dir, 'certs'));
   const block = loopbackBlock();
@@ -81,8 +107,13 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
     const target = started(startBenchProcess('target', NODE, [path.join(ROOT, 'bench/runners/target.ts'), `${block}.2`], dir, { announce: true }));
     const { url: targetUrl } = (await target.ready) as { url: string };
     const startDouble = async (name: string, ip: string): Promise<void> => {
-      const p = started(startBenchProcess(name, NODE, [path.join(ROOT, 'bench/runners/service-proxy.ts'), ip, certs.file('service-proxy.crt'), certs.file('service-proxy.key'), targetUrl], dir, { announce: true }));
-      await p.ready;
+      if (SERVICE_PROXY === 'node') {
+        const p = started(startBenchProcess(name, NODE, [path.join(ROOT, 'bench/runners/service-proxy.ts'), ip, certs.file('service-proxy.crt'), certs.file('service-proxy.key'), targetUrl], dir, { announce: true }));
+        await p.ready;
+        return;
+      }
+      const p = started(startBenchProcess(name, GO_SERVICE_PROXY, [`${ip}:7443`, certs.file('service-proxy.crt'), certs.file('service-proxy.key'), targetUrl], dir));
+      await untilListening(ip, 7443, p);
     };
     const hostsMap: Record<string, string> = {};
     await startDouble('service-proxy-main', `${block}.11`);
@@ -118,12 +149,13 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
     const servers: Topology['servers'] = new Map();
     // BENCH_TS_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the user-servers (bench/README.md).
     const nodeArgs = (process.env.BENCH_TS_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-    const startTs = async (id: 'ts' | 'tsgrpc', proxyArgs: string[]): Promise<void> => {
+    const startTs = async (id: 'ts' | 'tsnoview' | 'tsgrpc' | 'floor' | 'floorgrpc', proxyArgs: string[]): Promise<void> => {
       const healthPort = await freePort();
       const port = await freePort();
-      const p = started(startBenchProcess(id === 'ts' ? 'user-server' : 'user-server-grpc', NODE, [
+      const floor = id === 'floor' || id === 'floorgrpc';
+      const p = started(startBenchProcess({ ts: 'user-server', tsnoview: 'user-server-noview', tsgrpc: 'user-server-grpc', floor: 'floor', floorgrpc: 'floor-grpc' }[id], NODE, [
         ...nodeArgs,
-        path.join(ROOT, 'src/cli.ts'),
+        path.join(ROOT, floor ? 'bench/runners/floor-proxy.ts' : 'src/cli.ts'),
         '--server-address=127.0.0.1', `--server-port=${port}`,
         `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`,
         '--health-address=127.0.0.1', `--health-port=${healthPort}`,
@@ -134,9 +166,11 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
         '--shutdown-delay=0', '--shutdown-grace=0',
       ], dir));
       await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, p);
-      servers.set(id, { base: `https://127.0.0.1:${port}`, pid: p.pid, metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text() });
+      servers.set(id, { base: `https://127.0.0.1:${port}`, pid: p.pid, ...(floor ? {} : { metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text() }) });
     };
     await startTs('ts', tsProxyArgs);
+    if (opts.tsnoview) await startTs('tsnoview', [...tsProxyArgs, '--cluster-view=false']);
+    if (opts.floor) await startTs('floor', tsProxyArgs);
 
     let anpGrpc: ProxyServer | undefined;
     const skipped: Topology['skipped'] = {};
@@ -152,20 +186,27 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
       goIds.length = 0;
     }
     const available = new Set<ServerId>(['ts', ...goIds]);
+    if (opts.tsnoview) available.add('tsnoview');
+    if (opts.floor) available.add('floor');
     let startGo: ((id: 'go' | 'ocm') => Promise<BenchProcess>) | undefined;
-    if (goIds.length > 0 || opts.tsgrpc) {
+    if (goIds.length > 0 || opts.tsgrpc || opts.floorgrpc) {
       // One gRPC-mode proxy-server and agent for every system that speaks gRPC: identical paths.
       anpGrpc = await startProxyServer({ certs, dir, name: 'anp-grpc', strategies: 'destHost', mode: 'grpc' });
       stops.push(() => anpGrpc!.stop());
       const agentGrpc = await startAgent({ certs, dir, name: 'agent-grpc', server: anpGrpc, identifiers, hosts: hostsMap });
       stops.push(() => agentGrpc.stop());
     }
+    const grpcArgs = (): string[] => [
+      '--proxy-mode=grpc', '--proxy-server-host=127.0.0.1', `--proxy-server-port=${anpGrpc!.frontendPort}`,
+      `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
+    ];
     if (opts.tsgrpc) {
-      await startTs('tsgrpc', [
-        '--proxy-mode=grpc', '--proxy-server-host=127.0.0.1', `--proxy-server-port=${anpGrpc!.frontendPort}`,
-        `--proxy-ca-cert=${certs.file('ca.crt')}`, `--proxy-cert=${certs.file('user-client.crt')}`, `--proxy-key=${certs.file('user-client.key')}`,
-      ]);
+      await startTs('tsgrpc', grpcArgs());
       available.add('tsgrpc');
+    }
+    if (opts.floorgrpc) {
+      await startTs('floorgrpc', grpcArgs());
+      available.add('floorgrpc');
     }
     if (goIds.length > 0) {
       // Both start an informer on ManagedClusterAddOns that their request path never reads; a kubeconfig

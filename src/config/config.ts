@@ -33,12 +33,14 @@ export interface Config {
   /** Services reachable through proxy-service paths; undefined: none (default deny). May be missing at start. */
   exposedServicesFile: string | undefined;
   targetTemplate: string;
-  timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number; tunnelPingMs: number; upgradeIdleMs: number };
-  limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxStreamsPerTunnel: number; maxRequestsPerCluster: number; maxUpgradesPerCluster: number; maxClusters: number };
+  timeouts: { connectMs: number; tlsHandshakeMs: number; responseHeadersMs: number; clientStallMs: number; idleTunnelMs: number; tunnelPingMs: number; upgradeIdleMs: number; cancelledDrainMs: number };
+  limits: { maxTunnelsPerCluster: number; maxStreamsPerCluster: number; maxStreamsPerTunnel: number; maxRequestsPerCluster: number; maxUpgradesPerCluster: number; maxClusters: number; cancelledDrainBytes: number; cancelledTunnelsPerConnection: number };
   agentRetryAfterSeconds: number;
   tls: { reloadIntervalMs: number };
   shutdown: { delayMs: number; graceMs: number };
   metrics: { clusterLabelLimit: number };
+  /** Per-cluster state for GET /clusters and the health port's page. */
+  clusterView: boolean;
   log: { level: string; access: boolean; bufferBytes: number; flushTimeoutMs: number };
 }
 
@@ -232,6 +234,7 @@ export function buildConfig(raw: Raw): Config {
       idleTunnelMs: positive('idle-tunnel-timeout', required('idle-tunnel-timeout', parseDuration)),
       upgradeIdleMs: required('upgrade-idle-timeout', parseDuration),
       tunnelPingMs: required('tunnel-ping-interval', parseDuration),
+      cancelledDrainMs: required('cancelled-drain-timeout', parseDuration),
     },
     limits: {
       maxTunnelsPerCluster: required('max-tunnels-per-cluster', parseCount),
@@ -240,11 +243,14 @@ export function buildConfig(raw: Raw): Config {
       maxRequestsPerCluster: required('max-requests-per-cluster', parseCount),
       maxUpgradesPerCluster: required('max-upgrades-per-cluster', parseCount),
       maxClusters: required('max-clusters', parseCount),
+      cancelledDrainBytes: required('cancelled-drain-bytes', parseCountOrZero),
+      cancelledTunnelsPerConnection: required('cancelled-tunnels-per-connection', parseCount),
     },
     agentRetryAfterSeconds: Math.max(1, Math.round(required('agent-retry-after', parseDuration) / 1000)),
     tls: { reloadIntervalMs: required('tls-reload-interval', parseDuration) },
     shutdown: { delayMs: required('shutdown-delay', parseDuration), graceMs: required('shutdown-grace', parseDuration) },
     metrics: { clusterLabelLimit: required('metrics-cluster-labels', parseCountOrZero) },
+    clusterView: required('cluster-view', parseBoolean),
     log: { level: required('log-level', parseEnum), access: required('access-log', parseBoolean), bufferBytes: required('log-buffer-bytes', parseCount), flushTimeoutMs: required('log-flush-timeout', parseDuration) },
   };
 }

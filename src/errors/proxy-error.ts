@@ -5,6 +5,7 @@
 export type ProxyErrorCode =
   | 'BAD_PATH'
   | 'MALFORMED_REQUEST'
+  | 'METHOD_NOT_ALLOWED'
   | 'HEADERS_TOO_LARGE'
   | 'INVALID_CLUSTER_NAME'
   | 'INVALID_SERVICE'
@@ -37,6 +38,7 @@ interface CodeInfo {
 const CODES: Record<ProxyErrorCode, CodeInfo> = {
   BAD_PATH: { status: 400, reason: 'BadRequest' },
   MALFORMED_REQUEST: { status: 400, reason: 'BadRequest' },
+  METHOD_NOT_ALLOWED: { status: 405, reason: 'MethodNotAllowed' },
   HEADERS_TOO_LARGE: { status: 431, reason: 'RequestHeaderFieldsTooLarge' },
   INVALID_CLUSTER_NAME: { status: 400, reason: 'BadRequest' },
   INVALID_SERVICE: { status: 400, reason: 'BadRequest' },

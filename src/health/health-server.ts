@@ -1,6 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { isClusterSort, type ClusterView } from '../observability/cluster-state.ts';
+import { CLUSTER_PAGE, CLUSTER_PAGE_CSP } from './cluster-page.ts';
 
 export interface HealthState {
   /** Listening and certificates loaded. */
@@ -11,11 +13,14 @@ export interface HealthState {
 
 /**
  * Plain-HTTP server for probes and scraping, on its own port so that probes never depend on the client
- * TLS setup: /healthz (the process answers), /readyz (able to serve, 503 while draining), /metrics.
+ * TLS setup: /healthz (the process answers), /readyz (able to serve, 503 while draining), /metrics, and
+ * with the cluster view on, /clusters (JSON) and the page at / that shows it.
  */
-export function createHealthServer(state: HealthState, registry: Registry): http.Server {
+export function createHealthServer(state: HealthState, registry: Registry, clusters?: ClusterView): http.Server {
   return http.createServer((req, res) => {
-    const path = (req.url ?? '/').split('?', 1)[0];
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return;
@@ -31,10 +36,34 @@ export function createHealthServer(state: HealthState, registry: Registry): http
         (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
         (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`),
       );
+    } else if (clusters !== undefined && path === '/clusters') {
+      serveClusters(clusters, new URLSearchParams(q === -1 ? '' : url.slice(q + 1)), res);
+    } else if (clusters !== undefined && path === '/') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': CLUSTER_PAGE_CSP, 'x-content-type-options': 'nosniff' }).end(CLUSTER_PAGE);
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     }
   });
+}
+
+/** GET /clusters[?sort=errors|name][&cluster=<name>]: the cluster view as JSON (README, "Operating it"). */
+function serveClusters(clusters: ClusterView, query: URLSearchParams, res: http.ServerResponse): void {
+  const json = (status: number, body: unknown): void => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(`${JSON.stringify(body)}\n`);
+  };
+  const sort = query.get('sort') ?? 'name';
+  if (!isClusterSort(sort)) {
+    json(400, { error: 'sort must be errors or name', sort });
+    return;
+  }
+  const name = query.get('cluster');
+  if (name === null) {
+    json(200, clusters.snapshot(sort));
+    return;
+  }
+  const one = clusters.cluster(name);
+  if (one === undefined) json(404, { error: 'cluster not seen recently by this replica', cluster: name });
+  else json(200, one);
 }
 
 export function listenHealth(server: http.Server, host: string, port: number): Promise<AddressInfo> {

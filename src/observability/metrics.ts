@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ProxyError } from '../errors/proxy-error.ts';
 import type { DialReport } from '../tunnel/open-tunnel.ts';
 import { BoundedLabel } from './bounded-label.ts';
 
@@ -40,6 +41,10 @@ export class Metrics {
   private readonly tlsReloads: Counter<'source' | 'outcome'>;
   private readonly tlsNotAfter: Gauge<'source'>;
   private readonly logDropped: Counter;
+  private readonly proxyErrors: Counter<'code' | 'status'>;
+  private clustersWithoutAgent: (() => number) | undefined;
+  private readonly retries: Counter;
+  private readonly keptAfterCancel: Counter;
   private readonly clusterRequests: Counter<'cluster' | 'code'> | undefined;
   private readonly clusterLabel: BoundedLabel | undefined;
 
@@ -59,11 +64,34 @@ export class Metrics {
     this.tlsReloads = new Counter({ name: `${PREFIX}tls_reloads_total`, help: 'Certificate reloads after their files changed, by material and outcome (a failure keeps the previous certificates).', labelNames: ['source', 'outcome'], registers });
     this.tlsNotAfter = new Gauge({ name: `${PREFIX}tls_certificate_not_after_seconds`, help: 'Expiry (Unix time) of the certificate in use, by material; the earliest one for CA bundles.', labelNames: ['source'], registers });
     this.logDropped = new Counter({ name: `${PREFIX}log_lines_dropped_total`, help: 'Log lines dropped because stdout did not drain and --log-buffer-bytes was full.', registers });
+    // Labels from the fixed table of error codes, each with its one status: requests_total cannot tell the
+    // proxy's own 5xx from a managed cluster's.
+    this.proxyErrors = new Counter({ name: `${PREFIX}proxy_errors_total`, help: 'Status answers the proxy made itself for routed requests (refusals, failed dials, timeouts), by error code and HTTP status.', labelNames: ['code', 'status'], registers });
+    const view = (): number => this.clustersWithoutAgent?.() ?? 0;
+    // Registered, and read at each scrape: nothing else touches it.
+    new Gauge({
+      name: `${PREFIX}clusters_without_agent`,
+      help: 'Clusters still asked for in the last 5 minutes whose last dial found no agent connected (from the cluster view; always 0 with --cluster-view=false).',
+      registers,
+      collect() {
+        this.set(view());
+      },
+    });
+    this.retries = new Counter({ name: `${PREFIX}tunnel_retries_total`, help: 'Safe requests without a body sent a second time because their pooled tunnel closed before any answer.', registers });
+    this.keptAfterCancel = new Counter({ name: `${PREFIX}tunnels_kept_after_cancel_total`, help: 'Requests cancelled by their client that were left to finish upstream (response dropped) so that their tunnel stayed pooled.', registers });
     const limit = options.clusterLabelLimit ?? 0;
     if (limit > 0) {
       this.clusterLabel = new BoundedLabel(limit);
       this.clusterRequests = new Counter({ name: `${PREFIX}requests_by_cluster_total`, help: `Requests by cluster and status class; clusters beyond the first ${limit} seen are counted as "other".`, labelNames: ['cluster', 'code'], registers });
     }
+  }
+
+  tunnelRetried(): void {
+    this.retries.inc();
+  }
+
+  tunnelKeptAfterCancel(): void {
+    this.keptAfterCancel.inc();
   }
 
   requestStarted(kind: RequestKind): void {
@@ -104,6 +132,16 @@ export class Metrics {
 
   tlsCertificateInUse(source: TlsSource, notAfterSeconds: number): void {
     this.tlsNotAfter.set({ source }, notAfterSeconds);
+  }
+
+  /** A Status the proxy answered with, instead of the managed cluster's answer. */
+  proxyError(err: ProxyError): void {
+    this.proxyErrors.inc({ code: err.code, status: String(err.statusCode) });
+  }
+
+  /** The cluster view that clusters_without_agent reads at each scrape. */
+  countClustersWithoutAgent(count: () => number): void {
+    this.clustersWithoutAgent = count;
   }
 
   logLinesDropped(lines: number): void {

@@ -70,6 +70,7 @@ export function createAdmission(deps: AdmissionDeps): Admitter {
 
   const refuse = (req: AdmissionRequest, error: ProxyError, route: Route | undefined): Refused => {
     deps.metrics.requestRejected(req.method, error.statusCode);
+    deps.metrics.proxyError(error);
     if (deps.accessLog) {
       const line: Record<string, unknown> = { reqId: req.requestId };
       if (route !== undefined) line.cluster = route.cluster;
@@ -94,6 +95,8 @@ export function createAdmission(deps: AdmissionDeps): Admitter {
       }
       const identity = checkIdentityHeaders(req.rawHeaders, deps.impersonation);
       if (identity !== undefined) return refuse(req, identity, route);
+      const framing = checkTransferEncoding(req.rawHeaders);
+      if (framing !== undefined) return refuse(req, framing, route);
       if (route.kind === 'service' && !deps.allowlist().allows(route.target)) {
         const t = route.target;
         return refuse(req, new ProxyError('SERVICE_NOT_EXPOSED', `service ${t.namespace}/${t.service} is not in the exposed services allowlist`), route);
@@ -133,4 +136,20 @@ export function createAdmission(deps: AdmissionDeps): Admitter {
       return line;
     },
   };
+}
+
+/**
+ * A Transfer-Encoding other than `chunked` alone. llhttp lets such a request through as far as its
+ * 'request' event and fails it only where the body starts, so without this a tunnel would be dialled for
+ * a request that can never be framed. Go's server, the service-proxy, answers any other coding 501 anyway;
+ * HTTP/2 forbids the field (nghttp2 resets the stream).
+ */
+function checkTransferEncoding(rawHeaders: readonly string[]): ProxyError | undefined {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    // The length first: this runs on every request, and almost no header is 17 characters long.
+    if (name.length !== 17 || name.toLowerCase() !== 'transfer-encoding') continue;
+    if (rawHeaders[i + 1]!.trim().toLowerCase() !== 'chunked') return new ProxyError('MALFORMED_REQUEST', 'unsupported Transfer-Encoding: only "chunked" is accepted');
+  }
+  return undefined;
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { renderStatusResponse } from '../errors/kube-status.ts';
 import { type ProxyError, withCluster } from '../errors/proxy-error.ts';
+import type { ClusterView } from '../observability/cluster-state.ts';
 import type { Metrics, RequestKind } from '../observability/metrics.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
 import { isLongRunning } from '../routing/long-running.ts';
@@ -8,17 +9,23 @@ import type { TunnelTarget } from '../tunnel/open-tunnel.ts';
 import { forward, type ClientRequest, type ClientResponse } from '../upstream/forward.ts';
 import type { TunnelPools } from '../upstream/tunnel-pool.ts';
 import type { Admitter } from './admission.ts';
+import type { CancelBudget } from './cancel-budget.ts';
 import type { DrainState } from './drain.ts';
 
 export interface ProxyHandlerDeps {
   pools: TunnelPools;
   targetFor: (cluster: string) => TunnelTarget;
   metrics: Metrics;
+  /** Per-cluster state for the health port's view; undefined with --cluster-view=false. */
+  clusters?: ClusterView | undefined;
   logger: Logger;
   accessLog: boolean;
   /** Route, identity headers, allowlist and per-cluster limit (shared with the upgrade path). */
   admission: Admitter;
   clientStallTimeoutMs: number;
+  /** Bounds for finishing a cancelled short request upstream so that its tunnel is kept. */
+  cancelledDrain: { maxBytes: number; timeoutMs: number };
+  cancelBudget: CancelBudget;
   drain: DrainState;
 }
 
@@ -60,8 +67,11 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
     const kind: RequestKind = route.kind;
     const cluster = route.cluster;
     deps.metrics.requestStarted(kind);
+    const view = deps.clusters?.requestStarted(cluster);
 
     const target = deps.targetFor(cluster);
+    // Taken now: a reset stream no longer knows its session.
+    const session = 'stream' in req ? req.stream.session : undefined;
     const longRunning = isLongRunning(method, route.upstreamPath);
     const shortDone = longRunning ? undefined : deps.drain.shortStarted();
     const result = await forward(
@@ -77,6 +87,7 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
         responseHeaders: [REQUEST_ID_HEADER, requestId],
         longRunning,
         shutdown: deps.drain.shutdownSignal,
+        cancelledDrain: deps.cancelledDrain,
       },
       res,
     );
@@ -92,6 +103,13 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
     }
     const seconds = (performance.now() - started) / 1000;
     deps.metrics.requestFinished(kind, method, result.clientGone ? 0 : status, seconds, result.firstByteSeconds, cluster);
+    // The proxy's own answer, when the client was still there to get it.
+    const answered = result.clientGone ? undefined : result.errorBeforeHeaders;
+    if (answered !== undefined) deps.metrics.proxyError(answered);
+    view?.requestFinished(answered);
+    if (result.retried) deps.metrics.tunnelRetried();
+    if (result.drainedAfterCancel) deps.metrics.tunnelKeptAfterCancel();
+    if (result.cancelCostTunnel) deps.cancelBudget.tunnelLost(session);
     if (deps.accessLog || result.errorBeforeHeaders !== undefined || result.errorAfterHeaders !== undefined) {
       const line = deps.admission.accessLine(admissionRequest, route, longRunning ? `${kind}-stream` : kind, status, seconds);
       line.bytes = result.bytes;
@@ -99,6 +117,8 @@ export function createProxyHandler(deps: ProxyHandlerDeps): (req: ClientRequest,
       if (result.errorAfterHeaders !== undefined) line.abortedAfterHeaders = result.errorAfterHeaders.message;
       if (result.clientGone) line.clientGone = true;
       if (result.endedByShutdown) line.endedByShutdown = true;
+      if (result.retried) line.retried = true;
+      if (result.drainedAfterCancel) line.drainedAfterCancel = true;
       const failed = result.errorBeforeHeaders !== undefined && result.errorBeforeHeaders.statusCode >= 500;
       if (failed) deps.logger.warn({ ...line, detail: result.errorBeforeHeaders!.message }, 'request failed');
       else accessLogger.info(line, 'request');

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { TlsReloader } from '../config/tls-reloader.ts';
 import { ProxyError } from '../errors/proxy-error.ts';
+import { ClusterView } from '../observability/cluster-state.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { requestIdGenerator, saneRequestId } from '../observability/request-id.ts';
 import { createDialer } from '../tunnel/create-dialer.ts';
@@ -19,6 +20,7 @@ import { createUpgradeHandler, type UpgradeHandler } from '../upgrade/upgrade-ha
 import { asClientResponse } from '../upstream/forward.ts';
 import { TunnelPools } from '../upstream/tunnel-pool.ts';
 import { createAdmission } from './admission.ts';
+import { CancelBudget } from './cancel-budget.ts';
 import { DrainState } from './drain.ts';
 import { ExposedServices } from './exposed-services.ts';
 import { createProxyHandler, sendStatus } from './proxy-handler.ts';
@@ -26,6 +28,8 @@ import { createProxyHandler, sendStatus } from './proxy-handler.ts';
 export interface UserServer {
   app: FastifyInstance<Http2SecureServer>;
   metrics: Metrics;
+  /** Per-cluster state behind the health port's /clusters and page; undefined with --cluster-view=false. */
+  clusters: ClusterView | undefined;
   pools: TunnelPools;
   upgrades: UpgradeHandler;
   tls: TlsReloader;
@@ -109,9 +113,18 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     dialer,
     serviceProxyTls: tlsFiles.serviceProxyContext,
     tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs,
-    onDial: (r) => metrics.dialed(r),
-    onTunnelOpen: () => metrics.tunnelOpened(),
-    onTunnelClose: () => metrics.tunnelClosed(),
+    onDial: (r, t) => {
+      metrics.dialed(r);
+      clusters?.dialed(t, r);
+    },
+    onTunnelOpen: (s, t) => {
+      metrics.tunnelOpened();
+      clusters?.tunnelOpened(t, s);
+    },
+    onTunnelClose: (s, t) => {
+      metrics.tunnelClosed();
+      clusters?.tunnelClosed(t, s);
+    },
   };
   const pools = new TunnelPools(tunnel, {
     maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
@@ -123,6 +136,9 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     headersTimeoutMs: config.timeouts.responseHeadersMs,
   });
   const targetFor = compileTargetTemplate(config.targetTemplate);
+  // Declared after the tunnel callbacks that use it: they first run on a dial, once the server serves.
+  const clusters = config.clusterView ? new ClusterView({ maxClusters: config.limits.maxClusters, hostOf: (c) => targetFor(c).host }) : undefined;
+  if (clusters !== undefined) metrics.countClustersWithoutAgent(() => clusters.withoutAgent());
 
   const serving = tlsFiles.servingMaterial;
   // Node reports each further parse failure of a broken connection again; answer it once.
@@ -194,6 +210,13 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
         socket.destroy();
         return;
       }
+      // A parse error after a request was answered (a refused request whose body then fails to parse):
+      // a second response would follow the first on the wire. Node's own handler makes the same check.
+      if ((socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true) {
+        socket.destroySoon();
+        setTimeout(() => socket.destroy(), 2_000).unref();
+        return;
+      }
       if ((err as { code?: string }).code === 'ERR_HTTP_REQUEST_TIMEOUT') {
         // Headers not complete within --request-headers-timeout (slowloris): answer as Node does and hang
         // up at once; a client that sent no complete header block in that time has nothing left to send.
@@ -249,11 +272,23 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     pools,
     targetFor,
     metrics,
+    clusters,
     logger,
     accessLog: config.log.access,
     admission,
     clientStallTimeoutMs: config.timeouts.clientStallMs,
+    cancelledDrain: { maxBytes: config.limits.cancelledDrainBytes, timeoutMs: config.timeouts.cancelledDrainMs },
+    cancelBudget: new CancelBudget(config.limits.cancelledTunnelsPerConnection, (session) =>
+      logger.warn({ remoteAddress: session.socket?.remoteAddress, budget: config.limits.cancelledTunnelsPerConnection }, 'client connection sent away: its cancelled requests cost too many tunnels'),
+    ),
     drain,
+  });
+  // The route takes every path, so only the other methods (TRACE, PROPFIND, ...) get here: Fastify would
+  // answer its own 404 JSON; clients expect a Status, and the kube-apiserver answers these 405.
+  app.setNotFoundHandler((request, reply) => {
+    reply.hijack();
+    metrics.requestRejected(request.method, 405);
+    sendStatus(asClientResponse(reply.raw), new ProxyError('METHOD_NOT_ALLOWED', `method ${JSON.stringify(request.method.slice(0, 32))} is not supported`), undefined, request.id);
   });
   app.route({
     method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
@@ -270,6 +305,7 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     tunnel,
     targetFor,
     metrics,
+    clusters,
     logger,
     accessLog: config.log.access,
     admission,
@@ -339,6 +375,7 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
   return {
     app,
     metrics,
+    clusters,
     pools,
     upgrades,
     tls: tlsFiles,

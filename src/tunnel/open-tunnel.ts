@@ -9,7 +9,11 @@ export interface TunnelTarget extends DialTarget {
    * WebSocket and SPDY upgrades need HTTP/1.1.
    */
   http2?: boolean;
+  /** What the tunnel is for, as the cluster view counts tunnels: which pool, or an upgrade; unset counts as short. */
+  kind?: TunnelKind;
 }
+
+export type TunnelKind = 'short' | 'stream' | 'upgrade';
 
 export interface DialReport {
   outcome: DialOutcome;
@@ -26,10 +30,10 @@ export interface TunnelOptions {
   serviceProxyTls: () => tls.SecureContext;
   /** TLS handshake with the service-proxy inside the tunnel. */
   tlsHandshakeTimeoutMs: number;
-  onDial?: (report: DialReport) => void;
-  /** Called for each tunnel that opened, and again when it closes: feeds the open-tunnels gauge. */
-  onTunnelOpen?: () => void;
-  onTunnelClose?: () => void;
+  onDial?: (report: DialReport, target: TunnelTarget) => void;
+  /** Called for each tunnel that opened, and again when it closes: feeds the open-tunnels gauge and the cluster view. */
+  onTunnelOpen?: (socket: tls.TLSSocket, target: TunnelTarget) => void;
+  onTunnelClose?: (socket: tls.TLSSocket, target: TunnelTarget) => void;
 }
 
 /**
@@ -43,21 +47,21 @@ export async function openTunnel(opts: TunnelOptions, target: TunnelTarget, sign
     carrier = await opts.dialer.dial(target, signal);
   } catch (err) {
     const failure = isDialError(err) ? err : new DialError('proxy_protocol_error', `opening a tunnel failed: ${(err as Error).message}`, { cause: err });
-    opts.onDial?.({ outcome: failure.outcome, connectSeconds: (performance.now() - started) / 1000 });
+    opts.onDial?.({ outcome: failure.outcome, connectSeconds: (performance.now() - started) / 1000 }, target);
     throw failure;
   }
   const connectSeconds = (performance.now() - started) / 1000;
   try {
     const socket = await startServiceProxyTls(opts, target, carrier, signal);
-    opts.onDial?.({ outcome: 'success', connectSeconds, tlsSeconds: (performance.now() - started) / 1000 - connectSeconds });
+    opts.onDial?.({ outcome: 'success', connectSeconds, tlsSeconds: (performance.now() - started) / 1000 - connectSeconds }, target);
     if (opts.onTunnelOpen !== undefined) {
-      opts.onTunnelOpen();
-      socket.once('close', () => opts.onTunnelClose?.());
+      opts.onTunnelOpen(socket, target);
+      socket.once('close', () => opts.onTunnelClose?.(socket, target));
     }
     return socket;
   } catch (err) {
     const failure = err as DialError;
-    opts.onDial?.({ outcome: failure.outcome, connectSeconds });
+    opts.onDial?.({ outcome: failure.outcome, connectSeconds }, target);
     throw failure;
   }
 }

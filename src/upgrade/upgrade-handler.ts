@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ProxyError, isProxyError, withCluster } from '../errors/proxy-error.ts';
+import type { ClusterView } from '../observability/cluster-state.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { buildUpstreamHeaders } from '../routing/forward-headers.ts';
 import type { Admitter } from '../server/admission.ts';
@@ -14,6 +15,8 @@ export interface UpgradeHandlerDeps {
   tunnel: TunnelOptions;
   targetFor: (cluster: string) => TunnelTarget;
   metrics: Metrics;
+  /** Per-cluster state for the health port's view; undefined with --cluster-view=false. */
+  clusters?: ClusterView | undefined;
   logger: Logger;
   accessLog: boolean;
   /** Route, identity headers, allowlist and per-cluster limit (shared with the plain path). */
@@ -70,6 +73,7 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
     const route = admitted.route;
     const cluster = route.cluster;
     deps.metrics.requestStarted('upgrade');
+    const view = deps.clusters?.requestStarted(cluster);
 
     const abort = new AbortController();
     let resolveFinished!: () => void;
@@ -83,6 +87,8 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
     let status = 0;
     let errorCode: string | undefined;
     let errorMessage: string | undefined;
+    /** The Status the proxy answered with instead of the upstream's 101. */
+    let failure: ProxyError | undefined;
     let finished = false;
     const finish = (result: Pick<SpliceResult, 'bytesUp' | 'bytesDown'> & { end?: string }): void => {
       if (finished) return;
@@ -91,6 +97,8 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
       admitted.release();
       const seconds = (performance.now() - started) / 1000;
       deps.metrics.requestFinished('upgrade', method, status, seconds);
+      if (failure !== undefined) deps.metrics.proxyError(failure);
+      view?.requestFinished(failure);
       logLine({ status, error: errorCode, bytesUp: result.bytesUp, bytesDown: result.bytesDown, end: result.end, seconds, message: errorMessage });
       resolveFinished();
     };
@@ -112,7 +120,10 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
       status = err.statusCode;
       errorCode = err.code;
       errorMessage = err.message;
-      if (!socket.destroyed && socket.writable) socket.end(statusResponse(withCluster(err, cluster), cluster, requestId));
+      if (!socket.destroyed && socket.writable) {
+        failure = err;
+        socket.end(statusResponse(withCluster(err, cluster), cluster, requestId));
+      }
       finish({ bytesUp: 0, bytesDown: 0 });
     };
 
@@ -127,7 +138,7 @@ export function createUpgradeHandler(deps: UpgradeHandlerDeps): UpgradeHandler {
     const clientGone = (): void => abort.abort(CLIENT_GONE);
     socket.once('close', clientGone);
 
-    openTunnel(deps.tunnel, deps.targetFor(cluster), abort.signal).then(
+    openTunnel(deps.tunnel, { ...deps.targetFor(cluster), kind: 'upgrade' }, abort.signal).then(
       (tunnel) => {
         if (abort.signal.aborted) {
           tunnel.destroy();

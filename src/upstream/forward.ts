@@ -48,6 +48,12 @@ export interface ForwardRequest {
   longRunning?: boolean;
   /** Aborted when the server stops for good: long streams end cleanly, anything else still running is cut off. */
   shutdown?: AbortSignal;
+  /**
+   * A short request whose client goes away once it was sent is left to finish, its response read and
+   * dropped within these bounds, so that its HTTP/1.1 tunnel goes back to the pool instead of being torn
+   * down. Absent (or 0 bytes): the request is cancelled upstream at once.
+   */
+  cancelledDrain?: { maxBytes: number; timeoutMs: number };
 }
 
 export interface ForwardResult {
@@ -65,7 +71,22 @@ export interface ForwardResult {
   clientGone?: boolean;
   /** A long stream the server ended cleanly because it is shutting down. */
   endedByShutdown?: boolean;
+  /** Sent a second time, on a fresh tunnel, because the first closed before any answer. */
+  retried?: boolean;
+  /** After the client went away, the response was read to its end and dropped, and the tunnel kept. */
+  drainedAfterCancel?: boolean;
+  /** The client went away from a short request in flight, and its HTTP/1.1 tunnel was torn down. */
+  cancelCostTunnel?: boolean;
 }
+
+/**
+ * Methods that are safe (RFC 9110 section 9.2.1): sent without a body, such a request may go out again
+ * when its tunnel closed before any answer, since the first copy changed nothing even if it arrived.
+ */
+const REPLAYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** undici's reports of a tunnel that closed under a request it had written or was writing. */
+const TUNNEL_LOST = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 
 /**
  * Sends one request through a pooled tunnel and relays the response as it arrives, chunk by chunk,
@@ -80,20 +101,7 @@ export function forward(req: ForwardRequest, res: ClientResponse): Promise<Forwa
       handler.failBeforeStart(shuttingDown());
       return;
     }
-    try {
-      // `servername` is read by undici's Request (core/request.js) but missing from its typings.
-      const options: Dispatcher.DispatchOptions & { servername: string } = {
-        origin: req.origin,
-        servername: req.servername,
-        path: req.path,
-        method: req.method,
-        headers: req.headers,
-        body: req.body,
-      };
-      req.dispatcher.dispatch(options, handler);
-    } catch (err) {
-      handler.failBeforeStart(err);
-    }
+    handler.dispatch();
   });
 }
 
@@ -103,12 +111,35 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   private result: ForwardResult = { bytes: 0 };
   private done = false;
   private stallTimer: NodeJS.Timeout | undefined;
+  /** Set once the client is gone and the rest of the response is read and dropped. */
+  private discarding = false;
+  private discardLeft = 0;
+  private mayRetry: boolean;
   private readonly onClientClose = (): void => {
-    if (this.done) return;
+    if (this.done || this.discarding) return;
     this.result.clientGone = true;
-    // Aborting cancels the request upstream: undici destroys an HTTP/1.1 tunnel, or resets the HTTP/2
-    // stream and keeps the tunnel for the other streams on it.
+    if (this.startDiscarding()) return;
+    // Aborting cancels the request upstream: undici destroys an HTTP/1.1 tunnel (short requests), or
+    // resets the HTTP/2 stream and keeps the tunnel for the other streams on it.
+    if (this.controller !== undefined && !this.longRunning) this.result.cancelCostTunnel = true;
     this.controller?.abort(new Error('client closed the connection'));
+    this.finish();
+  };
+  /** Whether the client's body arrived whole: HTTP/1.1 ends it only then, HTTP/2 also after a reset. */
+  private bodyComplete = false;
+  private readonly onBodyEnd = (): void => {
+    this.bodyComplete = (this.req.body as { aborted?: boolean }).aborted !== true;
+  };
+  /**
+   * An HTTP/2 client that resets its stream mid-upload: Node then ends the request body as if it were
+   * whole, and undici would close a chunked upload with its last chunk, sending the cut-off body on as
+   * complete. 'aborted' comes first, so the upstream request is cancelled before that can happen.
+   */
+  private readonly onBodyAborted = (): void => {
+    if (this.done || this.discarding) return;
+    this.result.clientGone = true;
+    if (this.controller !== undefined && !this.longRunning) this.result.cancelCostTunnel = true;
+    this.controller?.abort(new Error('the client reset its request before the body was complete'));
     this.finish();
   };
   private readonly onDrain = (): void => {
@@ -146,6 +177,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     }
   };
 
+  private readonly req: ForwardRequest;
   private readonly res: ClientResponse;
   private readonly stallTimeoutMs: number;
   private readonly longRunning: boolean;
@@ -154,7 +186,13 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   private readonly resolve: (r: ForwardResult) => void;
 
   constructor(res: ClientResponse, req: ForwardRequest, resolve: (r: ForwardResult) => void) {
+    this.req = req;
     this.res = res;
+    this.mayRetry = req.body === null && REPLAYABLE_METHODS.has(req.method);
+    if (req.body !== null) {
+      req.body.once('end', this.onBodyEnd);
+      req.body.once('aborted', this.onBodyAborted);
+    }
     this.stallTimeoutMs = req.clientStallTimeoutMs;
     this.longRunning = req.longRunning === true;
     this.extraHeaders = req.responseHeaders;
@@ -169,9 +207,65 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.finish();
   }
 
+  dispatch(): void {
+    const req = this.req;
+    try {
+      // `servername` is read by undici's Request (core/request.js) but missing from its typings.
+      const options: Dispatcher.DispatchOptions & { servername: string } = {
+        origin: req.origin,
+        servername: req.servername,
+        path: req.path,
+        method: req.method,
+        headers: req.headers,
+        body: req.body,
+      };
+      req.dispatcher.dispatch(options, this);
+    } catch (err) {
+      this.failBeforeStart(err);
+    }
+  }
+
+  /**
+   * Leaves a cancelled short request to finish upstream, so that undici keeps its HTTP/1.1 tunnel. Only
+   * once the whole request is sent (a half-sent body can never complete) and within the drain bounds;
+   * the request keeps its per-cluster slot meanwhile, so cancelling in a loop cannot pile work up.
+   */
+  private startDiscarding(): boolean {
+    const drain = this.req.cancelledDrain;
+    if (drain === undefined || drain.maxBytes === 0 || this.longRunning || this.controller === undefined) return false;
+    if (this.req.body !== null && !this.bodyComplete) return false;
+    this.discarding = true;
+    this.discardLeft = drain.maxBytes;
+    clearTimeout(this.stallTimer);
+    this.res.removeListener('drain', this.onDrain);
+    this.controller.resume();
+    this.stallTimer = setTimeout(() => this.stopDiscarding(new Error(`the cancelled response did not end within ${drain.timeoutMs} ms`)), drain.timeoutMs);
+    return true;
+  }
+
+  private stopDiscarding(err: Error): void {
+    this.result.cancelCostTunnel = true;
+    this.controller?.abort(err);
+    this.finish();
+  }
+
   onRequestStart(controller: Dispatcher.DispatchController): void {
+    // The client left while the request waited for a tunnel. Aborting through the controller here would
+    // make undici destroy the tunnel it was about to use; a throw makes it drop the request unsent and
+    // keep the tunnel (client-h1 and client-h2 catch it and fail the request alone).
+    if (this.done) throw new Error('client closed the connection before the request was sent');
     this.controller = controller;
-    if (this.done) controller.abort(new Error('client closed the connection'));
+  }
+
+  /**
+   * A pooled tunnel that closes just as a request goes out (the agent, ANP or the service-proxy dropped
+   * it while idle) fails that request before any answer. A safe request without a body is sent once
+   * more, on whichever tunnel the pool gives (a fresh one if none is left); anything else is answered
+   * 502, since it may already have taken effect. Never after response headers: those went to the client.
+   */
+  private retryable(err: Error): boolean {
+    if (!this.mayRetry || this.discarding || this.res.destroyed || this.req.shutdown?.aborted === true) return false;
+    return TUNNEL_LOST.has((err as { code?: string }).code ?? '');
   }
 
   onResponseStart(
@@ -179,7 +273,9 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     statusCode: number,
     headers: Record<string, string | string[] | undefined>,
   ): void {
+    this.mayRetry = false;
     this.result.statusCode = statusCode;
+    if (this.discarding) return;
     this.result.firstByteSeconds = (performance.now() - this.started) / 1000;
     const raw = (controller as unknown as { rawHeaders: UpstreamHeaders | null }).rawHeaders ?? [];
     const res = this.res;
@@ -191,6 +287,11 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.discarding) {
+      this.discardLeft -= chunk.length;
+      if (this.discardLeft < 0) this.stopDiscarding(new Error('the cancelled response is larger than --cancelled-drain-bytes'));
+      return;
+    }
     this.result.bytes += chunk.length;
     if (!this.res.write(chunk)) {
       controller.pause();
@@ -202,12 +303,29 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    this.res.end();
+    if (this.discarding) this.result.drainedAfterCancel = true;
+    else this.res.end();
     this.finish();
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.done) return;
+    if (this.discarding) {
+      this.finish();
+      return;
+    }
+    if (!this.res.headersSent && this.retryable(err)) {
+      this.mayRetry = false;
+      this.result.retried = true;
+      this.controller = undefined;
+      // Not from inside undici's error callback: the failed request is still being torn down.
+      setImmediate(() => {
+        if (this.done) return;
+        if (this.res.destroyed) this.finish();
+        else this.dispatch();
+      });
+      return;
+    }
     if (this.res.headersSent) {
       this.result.errorAfterHeaders = err;
       this.res.destroy(err);
@@ -234,6 +352,8 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     clearTimeout(this.stallTimer);
     this.res.removeListener('close', this.onClientClose);
     this.res.removeListener('drain', this.onDrain);
+    this.req.body?.removeListener('end', this.onBodyEnd);
+    this.req.body?.removeListener('aborted', this.onBodyAborted);
     this.shutdown?.removeEventListener('abort', this.onShutdown);
     this.resolve(this.result);
   }

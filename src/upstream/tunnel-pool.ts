@@ -1,5 +1,5 @@
 import { Agent, type Dispatcher } from 'undici';
-import { openTunnel, type TunnelOptions } from '../tunnel/open-tunnel.ts';
+import { openTunnel, type TunnelKind, type TunnelOptions } from '../tunnel/open-tunnel.ts';
 
 export interface PoolLimits {
   /** Keep-alive tunnels per cluster for ordinary requests. */
@@ -37,8 +37,8 @@ export class TunnelPools {
   readonly streams: Dispatcher;
 
   constructor(tunnel: TunnelOptions, limits: PoolLimits) {
-    const connector = (http2: boolean): Agent.Options['connect'] => (opts, cb) => {
-      openTunnel(tunnel, { host: opts.hostname, port: Number(opts.port), http2 }).then(
+    const connector = (http2: boolean, kind: TunnelKind): Agent.Options['connect'] => (opts, cb) => {
+      openTunnel(tunnel, { host: opts.hostname, port: Number(opts.port), http2, kind }).then(
         (socket) => cb(null, socket),
         (err: Error) => cb(err, null),
       );
@@ -53,11 +53,11 @@ export class TunnelPools {
       maxOrigins: limits.maxClusters,
       pipelining: 1,
     } satisfies Agent.Options;
-    this.short = new Agent({ ...common, connect: connector(false), allowH2: false, connections: limits.maxTunnelsPerCluster });
+    this.short = new Agent({ ...common, connect: connector(false, 'short'), allowH2: false, connections: limits.maxTunnelsPerCluster });
     const http2 = limits.maxStreamsPerTunnel > 0;
     this.streams = new Agent({
       ...common,
-      connect: connector(http2),
+      connect: connector(http2, 'stream'),
       allowH2: http2,
       // undici takes the lower of this and the service-proxy's SETTINGS_MAX_CONCURRENT_STREAMS (Go: 250).
       ...(http2 ? { h2Options: { maxConcurrentStreams: limits.maxStreamsPerTunnel, pingInterval: limits.pingIntervalMs } } : {}),

@@ -30,9 +30,9 @@ beforeAll(() => {
   schemas = loadApiSchemas();
 });
 
-describe('schemas (Kubernetes OpenAPI v3 and the OpenShift Route CRD, offline)', () => {
+describe('schemas (Kubernetes OpenAPI v3, the OpenShift Route CRD and the prometheus-operator CRDs, offline)', () => {
   test('every manifest is valid for its apiVersion and kind, with no unknown field', () => {
-    expect(docs.map((d) => d.obj.kind).sort()).toEqual(['Deployment', 'HorizontalPodAutoscaler', 'NetworkPolicy', 'PodDisruptionBudget', 'Route', 'Service']);
+    expect(docs.map((d) => d.obj.kind).sort()).toEqual(['Deployment', 'HorizontalPodAutoscaler', 'NetworkPolicy', 'PodDisruptionBudget', 'PrometheusRule', 'Route', 'Service', 'ServiceMonitor']);
     for (const { file, obj } of docs) expect(schemas.validate(obj), file).toEqual([]);
   });
 
@@ -71,6 +71,12 @@ describe('schemas (Kubernetes OpenAPI v3 and the OpenShift Route CRD, offline)',
     ['HorizontalPodAutoscaler', 'retired apiVersion', (o) => (o.apiVersion = 'autoscaling/v2beta2'), /autoscaling\/v2beta2 HorizontalPodAutoscaler is not a kind/],
     ['PodDisruptionBudget', 'selector of the wrong type', (o) => (o.spec.selector = 'app=x'), /\/spec\/selector must be object/],
     ['NetworkPolicy', 'unknown policy field', (o) => (o.spec.ingres = o.spec.ingress), /\/spec must NOT have additional properties: ingres/],
+    ['ServiceMonitor', 'misspelt endpoint field', (o) => (o.spec.endpoints[0].intervall = '30s'), /\/spec\/endpoints\/0 must NOT have additional properties: intervall/],
+    ['ServiceMonitor', 'scheme it does not know', (o) => (o.spec.endpoints[0].scheme = 'tcp'), /\/spec\/endpoints\/0\/scheme must be equal to one of the allowed values/],
+    ['ServiceMonitor', 'ServiceMonitor without a selector', (o) => delete o.spec.selector, /\/spec must have required property 'selector'/],
+    ['PrometheusRule', 'rule group without a name', (o) => delete o.spec.groups[0].name, /\/spec\/groups\/0 must have required property 'name'/],
+    ['PrometheusRule', 'rule without its expression', (o) => delete o.spec.groups[0].rules[0].expr, /\/spec\/groups\/0\/rules\/0 must have required property 'expr'/],
+    ['PrometheusRule', 'misspelt rule field', (o) => (o.spec.groups[0].rules[0].annotation = {}), /\/spec\/groups\/0\/rules\/0 must NOT have additional properties: annotation/],
   ];
   test.each(mutations)('rejects a %s with a %s', (kind, _what, mutate, error) => {
     const obj = structuredClone(one(kind));
@@ -219,6 +225,21 @@ describe('the manifests match the server', () => {
     expect(ingressPorts).toEqual(expect.arrayContaining([Number(settings['server-port']), Number(settings['health-port'])]));
     const egressPorts = np.spec.egress.flatMap((r: Obj) => r.ports.map((p: Obj) => p.port));
     expect(egressPorts).toEqual(expect.arrayContaining([Number(settings['proxy-server-port']), 53]));
+  });
+
+  test('the ServiceMonitor scrapes /metrics on the Service port the NetworkPolicy opens to monitoring', () => {
+    const service = one('Service');
+    const monitor = one('ServiceMonitor');
+    const labels: Obj = service.metadata.labels;
+    expect(Object.entries(monitor.spec.selector.matchLabels as Obj).every(([k, v]) => labels[k] === v)).toBe(true);
+    const endpoint = monitor.spec.endpoints[0];
+    expect(endpoint).toMatchObject({ path: '/metrics', scheme: 'http' });
+    const metrics = service.spec.ports.find((p: Obj) => p.name === endpoint.port);
+    expect(port(metrics.targetPort)).toBe(Number(settings['health-port']));
+    const fromMonitoring = one('NetworkPolicy').spec.ingress.find((r: Obj) => r.from?.some((f: Obj) => f.namespaceSelector?.matchLabels?.['network.openshift.io/policy-group'] === 'monitoring'));
+    expect(fromMonitoring.ports.map((p: Obj) => p.port)).toContain(Number(settings['health-port']));
+    // The alert on ready replicas names this Deployment.
+    expect(JSON.stringify(one('PrometheusRule').spec)).toContain(`deployment=\\"${deployment.metadata.name}\\"`);
   });
 });
 

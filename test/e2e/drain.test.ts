@@ -34,10 +34,8 @@ test('kubectl get pods -w ends normally when the user-server drains', async () =
   const watch = startKubectl(kubeconfig, ['--context', A, 'get', 'pods', '-w', '-v=6']);
   try {
     await watch.waitFor(new RegExp(`^${a.pods[0]}\\s.*Running`, 'm'));
-    // kubectl lists, then watches: let the watch reach the apiserver and its response headers come back.
-    const deadline = Date.now() + 20_000;
-    while (!chain.clusters.a.serviceProxy.received.some((r) => r.url.includes('watch=true')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    await new Promise((r) => setTimeout(r, 500));
+    // kubectl lists, then watches: at -v=6 it logs the watch request once its response headers came back.
+    await expect.poll(() => watch.stderr(), { timeout: 20_000 }).toMatch(/watch=true[^\n]*200 OK/);
     await us.server.shutdown(0, 2_000);
     const line = us.logs.map((l) => JSON.parse(l)).find((l) => l.kind === 'kube-stream' && l.verb === 'watch');
     expect(line).toMatchObject({ resource: 'pods', endedByShutdown: true, status: 200 });

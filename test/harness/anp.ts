@@ -48,6 +48,8 @@ export async function startProxyServer(opts: {
   mode?: AnpMode;
   /** ANP version to run (built by scripts/build-anp.sh); default ANP_VERSION. */
   version?: string;
+  /** Further flags, e.g. v0.36's `--backend-dial-timeout`. */
+  extraArgs?: string[];
 }): Promise<ProxyServer> {
   const { certs } = opts;
   const mode = opts.mode ?? 'http-connect';
@@ -63,6 +65,7 @@ export async function startProxyServer(opts: {
     '--health-bind-address=127.0.0.1', `--health-port=${healthPort}`,
     '--admin-bind-address=127.0.0.1', `--admin-port=${adminPort}`,
     '--server-count=1', '--v=2',
+    ...(opts.extraArgs ?? []),
   ];
   let frontendPort: number | undefined;
   let udsPath: string | undefined;
@@ -102,6 +105,8 @@ export async function startProxyServer(opts: {
 export interface Agent {
   proc: Managed;
   healthPort: number;
+  /** Stops the agent if it still runs (it may have been killed) and starts it again as it was; resolves once it is connected. */
+  restart(): Promise<void>;
   metrics(): Promise<string>;
   stop(): Promise<void>;
 }
@@ -116,6 +121,7 @@ export async function startAgent(opts: {
   dir: string;
   name: string;
   server: ProxyServer;
+  /** Host names (`host=` identifiers), or whole identifiers such as `ipv4=127.0.0.2`. */
   identifiers: string[];
   hosts: Record<string, string>;
   /** ANP version to run; default ANP_VERSION. */
@@ -132,20 +138,27 @@ export async function startAgent(opts: {
     `--ca-cert=${opts.certs.file('ca.crt')}`,
     `--agent-cert=${opts.certs.file('proxy-agent.crt')}`, `--agent-key=${opts.certs.file('proxy-agent.key')}`,
     `--agent-id=${opts.name}`,
-    `--agent-identifiers=${opts.identifiers.map((h) => `host=${h}`).join('&')}`,
+    `--agent-identifiers=${opts.identifiers.map((h) => (h.includes('=') ? h : `host=${h}`)).join('&')}`,
     '--health-server-host=127.0.0.1', `--health-server-port=${healthPort}`,
     '--admin-bind-address=127.0.0.1', `--admin-server-port=${adminPort}`,
     '--sync-interval=200ms', '--probe-interval=200ms', '--v=2',
   ];
   const script = 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"';
-  const proc = startProcess(opts.name, 'unshare', ['-m', 'sh', '-c', script, 'sh', hostsFile, resolvFile, path.join(binDir(opts.version), 'proxy-agent'), ...agentArgs], opts.dir);
-  await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, proc);
-  return {
-    proc,
+  const start = (name: string): Managed => startProcess(name, 'unshare', ['-m', 'sh', '-c', script, 'sh', hostsFile, resolvFile, path.join(binDir(opts.version), 'proxy-agent'), ...agentArgs], opts.dir);
+  let restarts = 0;
+  const agent: Agent = {
+    proc: start(opts.name),
     healthPort,
+    async restart() {
+      await agent.proc.stop();
+      agent.proc = start(`${opts.name}-${++restarts}`);
+      await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, agent.proc);
+    },
     metrics: async () => (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text(),
-    stop: () => proc.stop(),
+    stop: () => agent.proc.stop(),
   };
+  await waitForHttp200(`http://127.0.0.1:${healthPort}/readyz`, agent.proc);
+  return agent;
 }
 
 /** Reads one unlabelled (or first-labelled) sample of a Prometheus text exposition. */

@@ -7,7 +7,8 @@ import { ROOT } from './certs.ts';
 /**
  * Offline validation of manifests against the schemas the API servers publish, extracted by
  * scripts/fetch-schemas.sh: Kubernetes' OpenAPI v3 documents (every kind, picked by its
- * x-kubernetes-group-version-kind) and the OpenShift Route CRD's openAPIV3Schema. Unknown fields are
+ * x-kubernetes-group-version-kind) and the openAPIV3Schema of the OpenShift Route CRD and of the
+ * prometheus-operator's ServiceMonitor and PrometheusRule CRDs. Unknown fields are
  * errors, as with `oc apply` (strict field validation): each object schema that lists its properties
  * gets additionalProperties: false unless it keeps unknown fields on purpose.
  */
@@ -25,6 +26,7 @@ export interface ApiSchemas {
 export function loadApiSchemas(dir = SCHEMA_DIR): ApiSchemas {
   const kubeDir = findOne(dir, 'kubernetes-');
   const openshiftDir = findOne(dir, 'openshift-api-');
+  const prometheusOperatorDir = findOne(dir, 'prometheus-operator-');
   const defs: Record<string, Record<string, unknown>> = {};
   const byKind = new Map<string, string>();
   for (const file of readdirSync(kubeDir).filter((f) => f.endsWith('.json'))) {
@@ -36,18 +38,24 @@ export function loadApiSchemas(dir = SCHEMA_DIR): ApiSchemas {
       }
     }
   }
-  const crd = YAML.parse(readFileSync(path.join(openshiftDir, 'routes.crd.yaml'), 'utf8')) as CRD;
-  for (const version of crd.spec.versions) {
-    const schema = structuredClone(version.schema.openAPIV3Schema);
-    // A CRD schema leaves metadata open; the apiserver validates it as ObjectMeta.
-    (schema.properties as Record<string, unknown>).metadata = { $ref: `${REF_PREFIX}${OBJECT_META}` };
-    const name = `crd.${crd.spec.group}.${version.name}.${crd.spec.names.kind}`;
-    defs[name] = schema;
-    byKind.set(gvkKey(crd.spec.group, version.name, crd.spec.names.kind), name);
+  const crdFiles = [
+    path.join(openshiftDir, 'routes.crd.yaml'),
+    ...readdirSync(prometheusOperatorDir).filter((f) => f.endsWith('.yaml')).map((f) => path.join(prometheusOperatorDir, f)),
+  ];
+  for (const file of crdFiles) {
+    const crd = YAML.parse(readFileSync(file, 'utf8')) as CRD;
+    for (const version of crd.spec.versions) {
+      const schema = structuredClone(version.schema.openAPIV3Schema);
+      // A CRD schema leaves metadata open; the apiserver validates it as ObjectMeta.
+      (schema.properties as Record<string, unknown>).metadata = { $ref: `${REF_PREFIX}${OBJECT_META}` };
+      const name = `crd.${crd.spec.group}.${version.name}.${crd.spec.names.kind}`;
+      defs[name] = schema;
+      byKind.set(gvkKey(crd.spec.group, version.name, crd.spec.names.kind), name);
+    }
   }
   for (const schema of Object.values(defs)) forbidUnknownFields(schema);
 
-  const ajv = new Ajv({ strict: false, allErrors: true, logger: false });
+  const ajv = new Ajv({ strict: false, allErrors: true, logger: false, code: { regExp: goRegExp } });
   const int = (bits: number) => ({ type: 'number' as const, validate: (n: number) => Number.isInteger(n) && Math.abs(n) <= 2 ** (bits - 1) });
   ajv.addFormat('int32', int(32));
   ajv.addFormat('int64', int(64));
@@ -75,6 +83,20 @@ export function loadApiSchemas(dir = SCHEMA_DIR): ApiSchemas {
     },
   };
 }
+
+/**
+ * CRD patterns are Go (RE2) regular expressions, which the apiserver checks with Go's regexp. An inline
+ * flag group such as `(?i)` has no JavaScript syntax: it becomes a flag of the whole pattern, which is what
+ * it means where CRDs put it (at the start, as in the PrometheusRule's `^(?i)(abort|warn)?$`).
+ */
+const goRegExp = Object.assign((pattern: string, flags: string): RegExp => {
+  let extra = '';
+  const js = pattern.replace(/\(\?([ims]+)\)/g, (_m, f: string) => {
+    for (const c of f) if (!extra.includes(c)) extra += c;
+    return '';
+  });
+  return new RegExp(js, flags + extra);
+}, { code: 'goRegExp' });
 
 interface CRD {
   spec: { group: string; names: { kind: string }; versions: { name: string; schema: { openAPIV3Schema: Record<string, unknown> } }[] };

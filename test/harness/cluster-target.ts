@@ -16,6 +16,13 @@ export interface ClusterTarget {
   requests: TargetRequest[];
   /** Streams whose client went away before the stream ended. */
   aborted(): number;
+  /**
+   * How long a /large response whose URL contains `urlPart` has been blocked on a write that has not
+   * drained (0 when it is not blocked): sustained, it means every buffer on the way to a paused client is full.
+   */
+  blockedMs(urlPart: string): number;
+  /** Request bodies /echo-sha received whole (its end arrived), by the request's x-request-id. */
+  bodiesCompleted: Map<string, number>;
   /** Upgraded connections (WebSocket or raw) the target holds open now. */
   openUpgrades(): number;
   /** Closes every connection the target holds, as a crashing apiserver would. */
@@ -29,6 +36,7 @@ export interface ClusterTarget {
  *   /large?bytes=N               N bytes of a fixed pattern, with Content-Length
  *   /echo                        streams the request body back and ends with its sha256 in a trailer-free line
  *   /close                       answers with Connection: close
+ *   /reset-mid-body?bytes=N      announces N bytes (Content-Length), sends half, then resets the connection (RST)
  *   /status/<code>               a Kubernetes Status with that code
  *   anything else                JSON describing the request as received
  * and, for upgrade requests (exec, attach, port-forward):
@@ -41,6 +49,8 @@ export interface ClusterTarget {
  */
 export async function startClusterTarget(cluster: string, host: string): Promise<ClusterTarget> {
   const requests: TargetRequest[] = [];
+  const bodiesCompleted = new Map<string, number>();
+  const blockedSince = new Map<string, number>();
   let aborted = 0;
   const server = http.createServer({ maxHeaderSize: 1 << 20 }, (req, res) => {
     requests.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders });
@@ -68,7 +78,15 @@ export async function startClusterTarget(cluster: string, host: string): Promise
     if (p === '/large') {
       const total = Number(u.searchParams.get('bytes') ?? 1024);
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total), 'x-sha256': patternSha256(total) });
-      writePattern(res, total);
+      writePattern(res, total, (blocked) => (blocked ? blockedSince.set(req.url!, Date.now()) : blockedSince.delete(req.url!)));
+      res.on('close', () => blockedSince.delete(req.url!));
+      return;
+    }
+    if (p === '/reset-mid-body') {
+      const total = Number(u.searchParams.get('bytes') ?? 1 << 20);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total) });
+      // As an apiserver that crashes mid-response: what was written goes out, then RST instead of the rest.
+      res.write(Buffer.alloc(total >> 1, 0x61), () => req.socket.resetAndDestroy());
       return;
     }
     if (p === '/echo') {
@@ -95,6 +113,7 @@ export async function startClusterTarget(cluster: string, host: string): Promise
         n += c.length;
       });
       req.on('end', () => {
+        bodiesCompleted.set(String(req.headers['x-request-id']), n);
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ cluster, bytes: n, sha256: hash.digest('hex') }));
       });
@@ -175,6 +194,11 @@ export async function startClusterTarget(cluster: string, host: string): Promise
   return {
     url: `http://${host}:${port}`,
     requests,
+    bodiesCompleted,
+    blockedMs: (part) => {
+      for (const [url, since] of blockedSince) if (url.includes(part)) return Date.now() - since;
+      return 0;
+    },
     aborted: () => aborted,
     openUpgrades: () => upgraded.size,
     close: () =>
@@ -190,15 +214,17 @@ export async function startClusterTarget(cluster: string, host: string): Promise
 const PATTERN = Buffer.alloc(64 * 1024, 0);
 for (let i = 0; i < PATTERN.length; i++) PATTERN[i] = (i * 31 + 7) & 0xff;
 
-/** Writes `total` bytes of a repeating pattern with backpressure. */
-function writePattern(res: http.ServerResponse, total: number): void {
+/** Writes `total` bytes of a repeating pattern with backpressure, saying when a write blocks and when it drained. */
+function writePattern(res: http.ServerResponse, total: number, onBlocked?: (blocked: boolean) => void): void {
   let left = total;
   const pump = (): void => {
+    onBlocked?.(false);
     while (left > 0) {
       const n = Math.min(left, PATTERN.length);
       left -= n;
       const ok = res.write(n === PATTERN.length ? PATTERN : PATTERN.subarray(0, n));
       if (!ok) {
+        onBlocked?.(true);
         res.once('drain', pump);
         return;
       }

@@ -74,9 +74,19 @@ export async function startServiceProxyDouble(opts: {
   http2?: boolean;
 }): Promise<ServiceProxyDouble> {
   const log: ReceivedRequest[] = [];
+  const dropped = new Map<string, number>();
   const handle = (req: AnyRequest, res: http.ServerResponse): void => {
     const got = received(req);
     log.push(got);
+    // A tunnel that dies just as a request arrives on it: the first x-test-drop-times (default 1)
+    // requests carrying a given x-test-drop-connection token get their connection (the tunnel's TLS
+    // session) destroyed without an answer; later ones with the same token are served.
+    const drop = req.headers['x-test-drop-connection'];
+    if (typeof drop === 'string' && (dropped.get(drop) ?? 0) < Number(req.headers['x-test-drop-times'] ?? 1)) {
+      dropped.set(drop, (dropped.get(drop) ?? 0) + 1);
+      req.socket.destroy();
+      return;
+    }
     const proto = req.headers['cluster-proxy-proto'];
     const ns = req.headers['cluster-proxy-namespace'];
     const svc = req.headers['cluster-proxy-service'];

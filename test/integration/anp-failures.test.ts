@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { isProxyError } from '../../src/errors/proxy-error.ts';
 import { createDialer } from '../../src/tunnel/create-dialer.ts';
 import { openTunnel, type TunnelOptions } from '../../src/tunnel/open-tunnel.ts';
-import { anpMode, startProxyServer, type ProxyServer } from '../harness/anp.ts';
+import { anpMode, metricValue, startProxyServer, type ProxyServer } from '../harness/anp.ts';
 import { hashedHost, type Chain, type RunningUserServer, useChain } from '../harness/chain.ts';
 import { h1, h2 } from '../harness/client.ts';
 
@@ -45,7 +45,8 @@ describe('errors made by the proxy are Kubernetes Status responses', () => {
     const [bad, good] = await Promise.all([
       h1(us.port, ca, `/${chain.blackholeCluster}/api`),
       (async () => {
-        await new Promise((r) => setTimeout(r, 200));
+        // The black-holed dial is pending (its request is in flight) before the healthy request starts.
+        await expect.poll(async () => metricValue(await us.server.metrics.registry.metrics(), 'cluster_proxy_user_server_requests_in_flight')).toBeGreaterThanOrEqual(1);
         const t = Date.now();
         const res = await h1(us.port, ca, '/cluster-a/api');
         return { res, ms: Date.now() - t };

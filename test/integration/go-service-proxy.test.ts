@@ -71,7 +71,8 @@ describe('watches over HTTP/2 to a Go service-proxy', () => {
       resume = () => res.resume();
     });
     await expect.poll(() => resume !== undefined).toBe(true);
-    await new Promise((r) => setTimeout(r, 500));
+    // Full all the way: the target's writes no longer drain.
+    await expect.poll(() => target.blockedMs('/large'), { timeout: 10_000 }).toBeGreaterThan(200);
     expect(await watch('/slow?watch=true&chunks=20&interval=50')).toMatchObject({ status: 200, proto: 'HTTP/2.0', lines: 20, how: 'complete' });
     expect(us.logs.join('\n')).not.toMatch(/did not read the response/);
     await expect.poll(() => us.logs.join('\n'), { timeout: 15_000 }).toMatch(/did not read the response for 5000 ms/);

@@ -179,7 +179,9 @@ describe('slow clients', () => {
         req.on('error', () => resolve({ how: 'aborted', ms: Date.now() - started }));
         req.end();
       });
-      await new Promise((r) => setTimeout(r, 300));
+      // The stalled response has filled the path back to the target, so the agent's tunnel is paused.
+      // (or the proxy already cut it off, which can come first with a 1 s stall timeout).
+      await expect.poll(() => chain.clusters.a.target.blockedMs(`bytes=${256 * MiB}`) > 100 || stall.logs.some((l) => l.includes('did not read the response')), { timeout: 10_000 }).toBe(true);
       const other = await h1(stall.port, ca, '/cluster-a/api', { timeoutMs: 10_000 });
       expect(other.status).toBe(200);
       const { how, ms } = await outcome;

@@ -68,8 +68,9 @@ describe('long-running requests over HTTP/2 to the service-proxy', () => {
       resumeStalled = () => res.resume();
     });
     await expect.poll(() => received('a', 'm=stalled').length).toBe(1);
-    // Give the stalled stream time to fill every buffer on its way (its HTTP/2 window included).
-    await new Promise((r) => setTimeout(r, 500));
+    // Every buffer on the stalled stream's way (its HTTP/2 window included) is full once the target's
+    // writes stop draining.
+    await expect.poll(() => chain.clusters.a.target.blockedMs('m=stalled'), { timeout: 10_000 }).toBeGreaterThan(200);
     const other = await watch(us.port, '/cluster-a/slow?watch=true&chunks=20&interval=50&m=beside');
     expect(other).toEqual({ status: 200, lines: 20, how: 'complete' });
     // The stalled client is still connected: it is cut off only after --client-stall-timeout (5s).

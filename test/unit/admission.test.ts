@@ -46,6 +46,17 @@ describe('createAdmission: one gate for plain requests and upgrades', () => {
     expect(rejected.at(-1)).toMatchObject({ reqId: 'r1', cluster: 'c1', kind: upgrade ? 'upgrade' : 'service', status: 403, error: 'SERVICE_NOT_EXPOSED', detail: 'service tools/echo is not in the exposed services allowlist' });
   });
 
+  test('a Transfer-Encoding other than chunked alone is refused before anything is dialled; chunked in any case passes', () => {
+    const { admission } = setup();
+    const te = (value: string) => admission.admit(req('/c1/api', ['Host', 'h', 'Transfer-Encoding', value]));
+    for (const value of ['gzip', 'xchunked', 'gzip, chunked', 'chunked, identity', '']) {
+      expect(te(value)).toMatchObject({ admitted: false, error: { code: 'MALFORMED_REQUEST', statusCode: 400 } });
+    }
+    const ok = te(' Chunked ');
+    expect(ok.admitted).toBe(true);
+    if (ok.admitted) ok.release();
+  });
+
   test('kube routes skip the allowlist; the per-cluster limit counts requests and upgrades apart and release frees it once', () => {
     const { admission } = setup();
     const a = admission.admit(req('/c1/api/v1/namespaces/tools/services/secret/proxy'));

@@ -138,12 +138,13 @@ describe('buildConfig', () => {
       impersonation: 'pass',
       exposedServicesFile: undefined,
       targetTemplate: 'cluster-{hash}.open-cluster-management.proxy:7443',
-      timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000, tunnelPingMs: 60_000, upgradeIdleMs: 4 * 3_600_000 },
-      limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxStreamsPerTunnel: 100, maxRequestsPerCluster: 4096, maxUpgradesPerCluster: 1000, maxClusters: 2000 },
+      timeouts: { connectMs: 10_000, tlsHandshakeMs: 10_000, responseHeadersMs: 120_000, clientStallMs: 60_000, idleTunnelMs: 90_000, tunnelPingMs: 60_000, upgradeIdleMs: 4 * 3_600_000, cancelledDrainMs: 5_000 },
+      limits: { maxTunnelsPerCluster: 64, maxStreamsPerCluster: 2000, maxStreamsPerTunnel: 100, maxRequestsPerCluster: 4096, maxUpgradesPerCluster: 1000, maxClusters: 2000, cancelledDrainBytes: 1_048_576, cancelledTunnelsPerConnection: 32 },
       agentRetryAfterSeconds: 1,
       tls: { reloadIntervalMs: 60_000 },
       shutdown: { delayMs: 5_000, graceMs: 20_000 },
       metrics: { clusterLabelLimit: 0 },
+      clusterView: true,
       log: { level: 'info', access: true, bufferBytes: 16_777_216, flushTimeoutMs: 5_000 },
     } satisfies Config);
   });
@@ -300,8 +301,8 @@ describe('buildConfig', () => {
   });
 
   test('counts reach the limits', () => {
-    const c = config([...UDS, '--max-tunnels-per-cluster', '1', '--max-streams-per-cluster', '2', '--max-requests-per-cluster', '3', '--max-clusters', '4', '--max-header-bytes', '16384', '--max-upgrades-per-cluster', '5', '--max-streams-per-tunnel', '0']);
-    expect(c.limits).toEqual({ maxTunnelsPerCluster: 1, maxStreamsPerCluster: 2, maxStreamsPerTunnel: 0, maxRequestsPerCluster: 3, maxUpgradesPerCluster: 5, maxClusters: 4 });
+    const c = config([...UDS, '--max-tunnels-per-cluster', '1', '--max-streams-per-cluster', '2', '--max-requests-per-cluster', '3', '--max-clusters', '4', '--max-header-bytes', '16384', '--max-upgrades-per-cluster', '5', '--max-streams-per-tunnel', '0', '--cancelled-drain-bytes', '0', '--cancelled-tunnels-per-connection', '6']);
+    expect(c.limits).toEqual({ maxTunnelsPerCluster: 1, maxStreamsPerCluster: 2, maxStreamsPerTunnel: 0, maxRequestsPerCluster: 3, maxUpgradesPerCluster: 5, maxClusters: 4, cancelledDrainBytes: 0, cancelledTunnelsPerConnection: 6 });
     expect(c.server.maxHeaderBytes).toBe(16384);
   });
 
