@@ -7,9 +7,11 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { loadConfig } from '../../src/config/config.ts';
 import { createDialer } from '../../src/tunnel/create-dialer.ts';
+import { openTunnel, type TunnelOptions } from '../../src/tunnel/open-tunnel.ts';
 import { compileTargetTemplate } from '../../src/tunnel/target-host.ts';
 import { TunnelPools } from '../../src/upstream/tunnel-pool.ts';
 
@@ -32,8 +34,9 @@ const dialer = createDialer({
   stallTimeoutMs: config.timeouts.clientStallMs,
 });
 const serviceProxyTls = tls.createSecureContext({ ca: readFileSync(config.serviceProxyCaFile) });
+const tunnel: TunnelOptions = { dialer, serviceProxyTls: () => serviceProxyTls, tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs };
 const pools = new TunnelPools(
-  { dialer, serviceProxyTls: () => serviceProxyTls, tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs },
+  tunnel,
   {
     maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
     maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
@@ -118,6 +121,32 @@ const server = http2.createSecureServer(
   { cert: readFileSync(config.server.certFile), key: readFileSync(config.server.keyFile), allowHTTP1: true, settings: { maxConcurrentStreams: 250 } },
   (req, res) => handle(req, res as unknown as Res),
 );
+// exec over WebSocket or SPDY: a tunnel of its own, the request head written as received (plus the
+// kube target), then bytes both ways until either side closes.
+server.on('upgrade', (req: http.IncomingMessage, client: Duplex, head: Buffer) => {
+  client.on('error', () => client.destroy());
+  const url = req.url ?? '/';
+  const slash = url.indexOf('/', 1);
+  if (slash < 2) {
+    client.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n');
+    return;
+  }
+  openTunnel(tunnel, { ...targetFor(url.slice(1, slash)), http2: false }).then(
+    (up) => {
+      up.on('error', () => client.destroy());
+      client.on('close', () => up.destroy());
+      up.on('close', () => client.destroy());
+      let text = `${req.method} ${url.slice(slash)} HTTP/1.1\r\n`;
+      for (let i = 0; i < req.rawHeaders.length; i += 2) text += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+      for (let i = 0; i < KUBE.length; i += 2) text += `${KUBE[i]}: ${KUBE[i + 1]}\r\n`;
+      up.write(`${text}\r\n`);
+      if (head.length > 0) up.write(head);
+      client.pipe(up);
+      up.pipe(client);
+    },
+    () => client.end('HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n'),
+  );
+});
 server.listen(config.server.port, config.server.address);
 const health = http.createServer((_req, res) => res.end('ok'));
 health.listen(config.health.port, config.health.address);
