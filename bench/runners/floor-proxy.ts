@@ -10,10 +10,10 @@ import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { loadConfig } from '../../src/config/config.ts';
-import { createDialer } from '../../src/tunnel/create-dialer.ts';
+import { createDialer, dialerSettingsFrom } from '../../src/tunnel/create-dialer.ts';
 import { openTunnel, type TunnelOptions } from '../../src/tunnel/open-tunnel.ts';
 import { compileTargetTemplate } from '../../src/tunnel/target-host.ts';
-import { TunnelPools } from '../../src/upstream/tunnel-pool.ts';
+import { TunnelPools, poolLimitsFrom } from '../../src/upstream/tunnel-pool.ts';
 
 const { config } = loadConfig(process.argv.slice(2), {});
 if (config === undefined) process.exit(2);
@@ -21,32 +21,10 @@ if (config === undefined) process.exit(2);
 const proxyTls = config.proxy.transport === 'tcp'
   ? tls.createSecureContext({ ca: readFileSync(config.proxy.caFile), cert: readFileSync(config.proxy.certFile), key: readFileSync(config.proxy.keyFile) })
   : undefined;
-const dialer = createDialer({
-  mode: config.proxyMode,
-  endpoint: config.proxy.transport === 'tcp'
-    ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
-    : { transport: 'uds', path: config.proxy.path },
-  proxyTls: () => proxyTls,
-  connectTimeoutMs: config.timeouts.connectMs,
-  agentRetryAfterSeconds: 1,
-  connections: config.grpc.connections,
-  keepaliveIntervalMs: config.grpc.keepaliveIntervalMs,
-  stallTimeoutMs: config.timeouts.clientStallMs,
-});
+const dialer = createDialer(dialerSettingsFrom(config, () => proxyTls));
 const serviceProxyTls = tls.createSecureContext({ ca: readFileSync(config.serviceProxyCaFile) });
 const tunnel: TunnelOptions = { dialer, serviceProxyTls: () => serviceProxyTls, tlsHandshakeTimeoutMs: config.timeouts.tlsHandshakeMs };
-const pools = new TunnelPools(
-  tunnel,
-  {
-    maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
-    maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
-    maxStreamsPerTunnel: config.limits.maxStreamsPerTunnel,
-    idleTimeoutMs: config.timeouts.idleTunnelMs,
-    pingIntervalMs: config.timeouts.tunnelPingMs,
-    maxClusters: config.limits.maxClusters,
-    headersTimeoutMs: config.timeouts.responseHeadersMs,
-  },
-);
+const pools = new TunnelPools(tunnel, poolLimitsFrom(config));
 const targetFor = compileTargetTemplate(config.targetTemplate);
 
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);

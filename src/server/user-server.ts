@@ -11,14 +11,14 @@ import { ProxyError } from '../errors/proxy-error.ts';
 import { ClusterView } from '../observability/cluster-state.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { requestIdGenerator, saneRequestId } from '../observability/request-id.ts';
-import { createDialer } from '../tunnel/create-dialer.ts';
+import { createDialer, dialerSettingsFrom } from '../tunnel/create-dialer.ts';
 import type { Dialer } from '../tunnel/dialer.ts';
 import type { TunnelOptions } from '../tunnel/open-tunnel.ts';
 import { compileTargetTemplate } from '../tunnel/target-host.ts';
 import { statusResponse } from '../upgrade/response-head.ts';
 import { createUpgradeHandler, type UpgradeHandler } from '../upgrade/upgrade-handler.ts';
 import { asClientResponse } from '../upstream/forward.ts';
-import { TunnelPools } from '../upstream/tunnel-pool.ts';
+import { TunnelPools, poolLimitsFrom } from '../upstream/tunnel-pool.ts';
 import { createAdmission } from './admission.ts';
 import { CancelBudget } from './cancel-budget.ts';
 import { DrainState } from './drain.ts';
@@ -96,19 +96,7 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
   const metrics = deps.metrics ?? new Metrics({ clusterLabelLimit: config.metrics.clusterLabelLimit });
   const tlsFiles = new TlsReloader({ config, logger, metrics, intervalMs: config.tls.reloadIntervalMs });
   const drain = new DrainState();
-  const dialer = deps.dialer ?? createDialer({
-    mode: config.proxyMode,
-    endpoint: config.proxy.transport === 'tcp'
-      ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
-      : { transport: 'uds', path: config.proxy.path },
-    proxyTls: tlsFiles.proxyContext,
-    connectTimeoutMs: config.timeouts.connectMs,
-    agentRetryAfterSeconds: config.agentRetryAfterSeconds,
-    connections: config.grpc.connections,
-    keepaliveIntervalMs: config.grpc.keepaliveIntervalMs,
-    stallTimeoutMs: config.timeouts.clientStallMs,
-    onConnections: (open) => metrics.proxyConnections(open),
-  });
+  const dialer = deps.dialer ?? createDialer({ ...dialerSettingsFrom(config, tlsFiles.proxyContext), onConnections: (open) => metrics.proxyConnections(open) });
   const tunnel: TunnelOptions = {
     dialer,
     serviceProxyTls: tlsFiles.serviceProxyContext,
@@ -126,15 +114,7 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
       clusters?.tunnelClosed(t, s);
     },
   };
-  const pools = new TunnelPools(tunnel, {
-    maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
-    maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
-    maxStreamsPerTunnel: config.limits.maxStreamsPerTunnel,
-    idleTimeoutMs: config.timeouts.idleTunnelMs,
-    pingIntervalMs: config.timeouts.tunnelPingMs,
-    maxClusters: config.limits.maxClusters,
-    headersTimeoutMs: config.timeouts.responseHeadersMs,
-  });
+  const pools = new TunnelPools(tunnel, poolLimitsFrom(config));
   const targetFor = compileTargetTemplate(config.targetTemplate);
   // Declared after the tunnel callbacks that use it: they first run on a dial, once the server serves.
   const clusters = config.clusterView ? new ClusterView({ maxClusters: config.limits.maxClusters, hostOf: (c) => targetFor(c).host }) : undefined;

@@ -1,4 +1,5 @@
 import type tls from 'node:tls';
+import type { Config } from '../config/config.ts';
 import { ConnectDialer, type ProxyEndpoint } from './connect-dialer.ts';
 import type { Dialer } from './dialer.ts';
 import { GrpcDialer } from './grpc/grpc-dialer.ts';
@@ -19,6 +20,22 @@ export interface DialerSettings {
   /** gRPC only: a tunnel left unread this long is aborted; 0 disables. */
   stallTimeoutMs: number;
   onConnections?: (open: number) => void;
+}
+
+/** The dialer settings a configuration names; `proxyTls` gives the current client certificate material. */
+export function dialerSettingsFrom(config: Config, proxyTls: DialerSettings['proxyTls']): DialerSettings {
+  return {
+    mode: config.proxyMode,
+    endpoint: config.proxy.transport === 'tcp'
+      ? { transport: 'tcp', host: config.proxy.host, port: config.proxy.port, servername: config.proxy.servername }
+      : { transport: 'uds', path: config.proxy.path },
+    proxyTls,
+    connectTimeoutMs: config.timeouts.connectMs,
+    agentRetryAfterSeconds: config.agentRetryAfterSeconds,
+    connections: config.grpc.connections,
+    keepaliveIntervalMs: config.grpc.keepaliveIntervalMs,
+    stallTimeoutMs: config.timeouts.clientStallMs,
+  };
 }
 
 export function createDialer(s: DialerSettings): Dialer {

@@ -119,11 +119,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     if (this.done || this.discarding) return;
     this.result.clientGone = true;
     if (this.startDiscarding()) return;
-    // Aborting cancels the request upstream: undici destroys an HTTP/1.1 tunnel (short requests), or
-    // resets the HTTP/2 stream and keeps the tunnel for the other streams on it.
-    if (this.controller !== undefined && !this.longRunning) this.result.cancelCostTunnel = true;
-    this.controller?.abort(new Error('client closed the connection'));
-    this.finish();
+    this.cancel('client closed the connection');
   };
   /** Whether the client's body arrived whole: HTTP/1.1 ends it only then, HTTP/2 also after a reset. */
   private bodyComplete = false;
@@ -138,9 +134,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   private readonly onBodyAborted = (): void => {
     if (this.done || this.discarding) return;
     this.result.clientGone = true;
-    if (this.controller !== undefined && !this.longRunning) this.result.cancelCostTunnel = true;
-    this.controller?.abort(new Error('the client reset its request before the body was complete'));
-    this.finish();
+    this.cancel('the client reset its request before the body was complete');
   };
   private readonly onDrain = (): void => {
     clearTimeout(this.stallTimer);
@@ -241,6 +235,16 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.controller.resume();
     this.stallTimer = setTimeout(() => this.stopDiscarding(new Error(`the cancelled response did not end within ${drain.timeoutMs} ms`)), drain.timeoutMs);
     return true;
+  }
+
+  /**
+   * Cancels the request upstream: undici destroys an HTTP/1.1 tunnel (short requests), or resets the
+   * HTTP/2 stream and keeps the tunnel for the other streams on it.
+   */
+  private cancel(reason: string): void {
+    if (this.controller !== undefined && !this.longRunning) this.result.cancelCostTunnel = true;
+    this.controller?.abort(new Error(reason));
+    this.finish();
   }
 
   private stopDiscarding(err: Error): void {

@@ -1,4 +1,5 @@
 import { Agent, type Dispatcher } from 'undici';
+import type { Config } from '../config/config.ts';
 import { openTunnel, type TunnelKind, type TunnelOptions } from '../tunnel/open-tunnel.ts';
 
 export interface PoolLimits {
@@ -16,6 +17,18 @@ export interface PoolLimits {
   maxClusters: number;
   /** Time to wait for the response headers once the request is sent; 0 disables. */
   headersTimeoutMs: number;
+}
+
+export function poolLimitsFrom(config: Pick<Config, 'limits' | 'timeouts'>): PoolLimits {
+  return {
+    maxTunnelsPerCluster: config.limits.maxTunnelsPerCluster,
+    maxStreamsPerCluster: config.limits.maxStreamsPerCluster,
+    maxStreamsPerTunnel: config.limits.maxStreamsPerTunnel,
+    idleTimeoutMs: config.timeouts.idleTunnelMs,
+    pingIntervalMs: config.timeouts.tunnelPingMs,
+    maxClusters: config.limits.maxClusters,
+    headersTimeoutMs: config.timeouts.responseHeadersMs,
+  };
 }
 
 /**

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SETTINGS } from '../../src/config/settings.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -22,20 +23,28 @@ export function makeCerts(dir: string): CertSet {
 }
 
 /**
- * Environment for a user-server CLI started on its own: loopback, ephemeral ports, the dev certificates,
- * and an ANP socket that does not exist (the server starts without ANP; requests would get 502). The
- * proxy mode is ANP_MODE's when set (the per-mode vitest projects), else the server's default.
+ * Settings (flag names, without dashes) for a user-server started on its own: loopback, ephemeral ports,
+ * the dev certificates, and an ANP socket that does not exist (the server starts without ANP; requests
+ * would get 502 unless a test hands it a dialer). The proxy mode is ANP_MODE's when set (the per-mode
+ * vitest projects), else the server's default.
  */
-export function standaloneServerEnv(certs: CertSet, dir: string): Record<string, string> {
+export function standaloneServerSettings(certs: CertSet, dir: string): Record<string, string> {
   return {
-    ...(process.env.ANP_MODE !== undefined ? { CLUSTER_PROXY_PROXY_MODE: process.env.ANP_MODE } : {}),
-    CLUSTER_PROXY_SERVER_ADDRESS: '127.0.0.1',
-    CLUSTER_PROXY_SERVER_PORT: '0',
-    CLUSTER_PROXY_HEALTH_ADDRESS: '127.0.0.1',
-    CLUSTER_PROXY_HEALTH_PORT: '0',
-    CLUSTER_PROXY_SERVER_CERT: certs.file('user-server.crt'),
-    CLUSTER_PROXY_SERVER_KEY: certs.file('user-server.key'),
-    CLUSTER_PROXY_SERVICE_PROXY_CA_CERT: certs.file('ca.crt'),
-    CLUSTER_PROXY_PROXY_SERVER_UDS: path.join(dir, 'absent.sock'),
+    ...(process.env.ANP_MODE !== undefined ? { 'proxy-mode': process.env.ANP_MODE } : {}),
+    'server-address': '127.0.0.1',
+    'server-port': '0',
+    'health-address': '127.0.0.1',
+    'health-port': '0',
+    'server-cert': certs.file('user-server.crt'),
+    'server-key': certs.file('user-server.key'),
+    'service-proxy-ca-cert': certs.file('ca.crt'),
+    'proxy-server-uds': path.join(dir, 'absent.sock'),
   };
+}
+
+/** The same as the CLI's environment variables. */
+export function standaloneServerEnv(certs: CertSet, dir: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [flag, value] of Object.entries(standaloneServerSettings(certs, dir))) env[SETTINGS.find((s) => s.flag === flag)!.env] = value;
+  return env;
 }

@@ -13,7 +13,9 @@ import { buildConfig, readSettings } from '../../src/config/config.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createUserServer, type UserServer } from '../../src/server/user-server.ts';
 import { DialError, type Dialer } from '../../src/tunnel/dialer.ts';
-import { makeCerts } from '../harness/certs.ts';
+import { makeCerts, standaloneServerSettings } from '../harness/certs.ts';
+import { loopbackDialer } from '../harness/loopback-dialer.ts';
+import { H2, RawH2Connection, h2Frame } from '../harness/raw-h2.ts';
 
 /**
  * The limits the HTTPS front puts on clients (README "Limits on the client side"). They act before any
@@ -45,16 +47,7 @@ afterEach(async () => {
 });
 
 async function startFront(settings: Record<string, string>, dialer: Dialer): Promise<Front> {
-  const all: Record<string, string> = {
-    'server-address': '127.0.0.1',
-    'server-port': '0',
-    'server-cert': certs.file('user-server.crt'),
-    'server-key': certs.file('user-server.key'),
-    'service-proxy-ca-cert': certs.file('ca.crt'),
-    'proxy-server-uds': path.join(dir, 'absent.sock'),
-    'log-level': 'warn',
-    ...settings,
-  };
+  const all: Record<string, string> = { ...standaloneServerSettings(certs, dir), 'log-level': 'warn', ...settings };
   const config = buildConfig(readSettings(Object.entries(all).map(([k, v]) => `--${k}=${v}`), {}).values);
   const logs: string[] = [];
   const sink = new Writable({
@@ -94,39 +87,7 @@ function hangingDialer(): Dialer {
   };
 }
 
-/** Tunnels reach `port` on loopback, where the test's own service-proxy stand-in answers. */
-function loopbackDialer(port: number): Dialer {
-  return {
-    dial: () =>
-      new Promise<Duplex>((resolve, reject) => {
-        const s = net.connect(port, '127.0.0.1', () => resolve(s));
-        s.once('error', reject);
-      }),
-    close: () => {},
-  };
-}
-
-// --- a byte-level HTTP/2 client: it ignores the server's limits, as an attacker does ---
-
-const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8 } as const;
-const FLAG = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4 } as const;
-const H2_CODE = { NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, REFUSED_STREAM: 7, CANCEL: 8, ENHANCE_YOUR_CALM: 11 } as const;
-
-interface Frame {
-  type: number;
-  flags: number;
-  stream: number;
-  payload: Buffer;
-}
-
-function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream & 0x7fffffff, 5);
-  return Buffer.concat([head, payload]);
-}
+// --- frames for the byte-level HTTP/2 client (test/harness/raw-h2.ts), which ignores the server's limits as an attacker does ---
 
 /** HPACK without Huffman or dynamic table: GET https://localhost<path>. */
 function getHeaderBlock(pathName: string): Buffer {
@@ -138,67 +99,7 @@ function getHeaderBlock(pathName: string): Buffer {
 function rstStream(stream: number, code: number): Buffer {
   const p = Buffer.alloc(4);
   p.writeUInt32BE(code);
-  return frame(FRAME.RST_STREAM, 0, stream, p);
-}
-
-class RawH2 {
-  readonly frames: Frame[] = [];
-  readonly closed: Promise<void>;
-  private buf = Buffer.alloc(0);
-  private waiters: (() => void)[] = [];
-
-  readonly socket: tls.TLSSocket;
-
-  private constructor(socket: tls.TLSSocket, ackSettings: boolean) {
-    this.socket = socket;
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
-    socket.on('error', () => {});
-    socket.on('data', (chunk: Buffer) => {
-      this.buf = Buffer.concat([this.buf, chunk]);
-      while (this.buf.length >= 9) {
-        const len = this.buf.readUIntBE(0, 3);
-        if (this.buf.length < 9 + len) break;
-        const f: Frame = { type: this.buf[3]!, flags: this.buf[4]!, stream: this.buf.readUInt32BE(5) & 0x7fffffff, payload: this.buf.subarray(9, 9 + len) };
-        this.buf = this.buf.subarray(9 + len);
-        this.frames.push(f);
-        if (ackSettings && f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
-      }
-      for (const w of this.waiters.splice(0)) w();
-    });
-  }
-
-  /** `ackSettings: false`: the client never acknowledges the server's SETTINGS, as if they had not arrived yet. */
-  static async connect(port: number, opts: { ackSettings?: boolean } = {}): Promise<RawH2> {
-    const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost', ALPNProtocols: ['h2'] });
-    await once(socket, 'secureConnect');
-    expect(socket.alpnProtocol).toBe('h2');
-    socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), frame(FRAME.SETTINGS, 0, 0)]));
-    const c = new RawH2(socket, opts.ackSettings ?? true);
-    await c.until((fs) => fs.some((f) => f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0));
-    return c;
-  }
-
-  /** Resolves once `ok` holds for the frames received; rejects if the connection closes first. */
-  async until(ok: (frames: Frame[]) => boolean): Promise<void> {
-    for (;;) {
-      if (ok(this.frames)) return;
-      if (this.socket.destroyed) throw new Error(`connection closed; frames: ${JSON.stringify(this.frames.map((f) => [f.type, f.stream]))}`);
-      await Promise.race([new Promise<void>((resolve) => this.waiters.push(resolve)), this.closed]);
-    }
-  }
-
-  resets(): { stream: number; code: number }[] {
-    return this.frames.filter((f) => f.type === FRAME.RST_STREAM).map((f) => ({ stream: f.stream, code: f.payload.readUInt32BE(0) }));
-  }
-
-  goAway(): { lastStream: number; code: number } | undefined {
-    const f = this.frames.find((x) => x.type === FRAME.GOAWAY);
-    return f === undefined ? undefined : { lastStream: f.payload.readUInt32BE(0) & 0x7fffffff, code: f.payload.readUInt32BE(4) };
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
+  return h2Frame(H2.frame.RST_STREAM, 0, stream, p);
 }
 
 function h2Session(port: number): Promise<http2.ClientHttp2Session> {
@@ -267,9 +168,9 @@ describe('HTTP/2 front', () => {
   });
 
   /** Opens streams 1, 3, 5, ... in one write, request bodies still to come; their dials never finish. */
-  function openStreams(c: RawH2, count: number): number[] {
+  function openStreams(c: RawH2Connection, count: number): number[] {
     const ids = Array.from({ length: count }, (_, i) => 1 + 2 * i);
-    c.socket.write(Buffer.concat(ids.map((id) => frame(FRAME.HEADERS, FLAG.END_HEADERS, id, getHeaderBlock('/cluster-a/api')))));
+    c.socket.write(Buffer.concat(ids.map((id) => h2Frame(H2.frame.HEADERS, H2.flag.END_HEADERS, id, getHeaderBlock('/cluster-a/api')))));
     return ids;
   }
 
@@ -277,12 +178,12 @@ describe('HTTP/2 front', () => {
     const f = await startFront({}, hangingDialer());
     // Before it has acknowledged the SETTINGS, a client may not know the limit: the excess is refused
     // stream by stream and the connection stays.
-    const c = await RawH2.connect(f.port, { ackSettings: false });
+    const c = await RawH2Connection.connect(f.port, ca, { ackSettings: false });
     try {
       const ids = openStreams(c, 260);
-      await c.until(() => c.resets().length >= 10 && f.streams >= 250);
+      expect(await c.until(() => c.resets().length >= 10 && f.streams >= 250)).toBe(true);
       await new Promise((r) => setTimeout(r, 300));
-      expect(c.resets()).toEqual(ids.slice(250).map((stream) => ({ stream, code: H2_CODE.REFUSED_STREAM })));
+      expect(c.resets()).toEqual(ids.slice(250).map((stream) => ({ stream, code: H2.code.REFUSED_STREAM })));
       expect(f.streams).toBe(250);
       expect(c.goAway()).toBeUndefined();
       expect(c.socket.destroyed).toBe(false);
@@ -293,11 +194,11 @@ describe('HTTP/2 front', () => {
 
   test('a client that exceeds the limit it acknowledged loses the connection (GOAWAY PROTOCOL_ERROR); only 250 streams were served', async () => {
     const f = await startFront({}, hangingDialer());
-    const c = await RawH2.connect(f.port);
+    const c = await RawH2Connection.connect(f.port, ca);
     try {
       openStreams(c, 260);
       await c.closed;
-      expect(c.goAway()).toEqual({ lastStream: 2 * 250 - 1, code: H2_CODE.PROTOCOL_ERROR });
+      expect(c.goAway()).toMatchObject({ lastStream: 2 * 250 - 1, code: H2.code.PROTOCOL_ERROR });
       expect(f.streams).toBe(250);
     } finally {
       c.close();
@@ -306,7 +207,7 @@ describe('HTTP/2 front', () => {
 
   test('--http2-max-invalid-frames: a client that keeps opening refused streams is disconnected', async () => {
     const f = await startFront({ 'http2-max-concurrent-streams': '10', 'http2-max-invalid-frames': '5' }, hangingDialer());
-    const c = await RawH2.connect(f.port, { ackSettings: false });
+    const c = await RawH2Connection.connect(f.port, ca, { ackSettings: false });
     try {
       openStreams(c, 40);
       await c.closed;
@@ -321,20 +222,20 @@ describe('HTTP/2 front', () => {
 
   test('a rapid-reset flood gets GOAWAY once --http2-stream-reset-burst is spent, and the connection is closed', async () => {
     const f = await startFront({ 'http2-stream-reset-burst': '20', 'http2-stream-reset-rate': '1' }, hangingDialer());
-    const c = await RawH2.connect(f.port);
+    const c = await RawH2Connection.connect(f.port, ca);
     try {
       // Streams opened and cancelled at once (CVE-2023-44487), 10 at a time, until the server says stop.
       // Node's own limit (1000 at once) would take all 400.
       let next = 1;
       while (next < 800 && c.goAway() === undefined && !c.socket.destroyed) {
         const batch: Buffer[] = [];
-        for (let i = 0; i < 10; i++, next += 2) batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, next, getHeaderBlock('/cluster-a/api')), rstStream(next, H2_CODE.CANCEL));
+        for (let i = 0; i < 10; i++, next += 2) batch.push(h2Frame(H2.frame.HEADERS, H2.flag.END_STREAM | H2.flag.END_HEADERS, next, getHeaderBlock('/cluster-a/api')), rstStream(next, H2.code.CANCEL));
         c.socket.write(Buffer.concat(batch));
         await new Promise((r) => setTimeout(r, 10));
       }
-      await c.until((fs) => fs.some((x) => x.type === FRAME.GOAWAY));
+      expect(await c.until((fs) => fs.some((x) => x.type === H2.frame.GOAWAY))).toBe(true);
       const goAway = c.goAway()!;
-      expect(goAway.code).not.toBe(H2_CODE.NO_ERROR);
+      expect(goAway.code).not.toBe(H2.code.NO_ERROR);
       // The 21st reset (stream 41) is the first with no token left; a token or two may have refilled.
       expect(goAway.lastStream).toBeGreaterThanOrEqual(41);
       expect(goAway.lastStream).toBeLessThanOrEqual(41 + 2 * 3);

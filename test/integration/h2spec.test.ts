@@ -6,12 +6,12 @@ import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { Duplex } from 'node:stream';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { buildConfig, readSettings } from '../../src/config/config.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createUserServer, type UserServer } from '../../src/server/user-server.ts';
-import { ROOT, makeCerts } from '../harness/certs.ts';
+import { ROOT, makeCerts, standaloneServerSettings } from '../harness/certs.ts';
+import { loopbackDialer } from '../harness/loopback-dialer.ts';
 
 /**
  * h2spec v2.2.1 (RFC 7540 / 7541 conformance, 145 cases) against the HTTPS front over TLS. Several cases
@@ -67,26 +67,9 @@ beforeAll(async () => {
   upstream.listen(0, '127.0.0.1');
   await once(upstream, 'listening');
   const upstreamPort = (upstream.address() as net.AddressInfo).port;
-  const settings: Record<string, string> = {
-    'server-address': '127.0.0.1',
-    'server-port': '0',
-    'server-cert': certs.file('user-server.crt'),
-    'server-key': certs.file('user-server.key'),
-    'service-proxy-ca-cert': certs.file('ca.crt'),
-    'proxy-server-uds': path.join(dir, 'absent.sock'),
-    'log-level': 'fatal',
-  };
+  const settings: Record<string, string> = { ...standaloneServerSettings(certs, dir), 'log-level': 'fatal' };
   const config = buildConfig(readSettings(Object.entries(settings).map(([k, v]) => `--${k}=${v}`), {}).values);
-  us = createUserServer(config, createLogger(config.log.level), {
-    dialer: {
-      dial: () =>
-        new Promise<Duplex>((resolve, reject) => {
-          const s = net.connect(upstreamPort, '127.0.0.1', () => resolve(s));
-          s.once('error', reject);
-        }),
-      close: () => {},
-    },
-  });
+  us = createUserServer(config, createLogger(config.log.level), { dialer: loopbackDialer(upstreamPort) });
   port = (await us.listen()).port;
 });
 

@@ -453,19 +453,16 @@ describe('restarts, without restarting the user-server', () => {
 
     await chain.anp.restart();
     const seen: number[] = [];
-    await until(async () => {
-      const { r, ms } = await timed(() => h1(us.port, ca, '/cluster-a/api'));
-      expect(ms).toBeLessThan(1000);
-      seen.push(r.status);
-      return r.status === 200;
-    }, 'the agents to reconnect', 15_000);
+    const untilServed = (get: () => Promise<{ status: number }>, what: string): Promise<number> =>
+      until(async () => {
+        const { r, ms } = await timed(get);
+        expect(ms).toBeLessThan(1000);
+        seen.push(r.status);
+        return r.status === 200;
+      }, what, 15_000);
+    await untilServed(() => h1(us.port, ca, '/cluster-a/api'), 'the agents to reconnect');
     // Each agent reconnects on its own back-off: cluster b may still be without one for a moment.
-    await until(async () => {
-      const { r, ms } = await timed(() => h2(us.port, ca, '/1-cluster-b/api'));
-      expect(ms).toBeLessThan(1000);
-      seen.push(r.status);
-      return r.status === 200;
-    }, 'agent b to reconnect', 15_000);
+    await untilServed(() => h2(us.port, ca, '/1-cluster-b/api'), 'agent b to reconnect');
     expect(seen.every((s) => s === 200 || s === 503)).toBe(true);
   });
 
