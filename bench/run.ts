@@ -5,9 +5,10 @@
 //   node bench/run.ts --full     every scenario
 //   node bench/run.ts --smoke    a few seconds, limit and this user-server only (used by the test suite)
 // Options: --out <dir> (default bench/results), --runs N, --seconds S, --systems limit,ts,go,ocm,
-//          --only <scenario id prefixes> (e.g. --only watch,cold)
+//          --only <scenario id prefixes> (e.g. --only watch,cold),
+//          --base <git revision> runs this user-server at that revision too (systems tsbase, tsgrpcbase)
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,13 +30,37 @@ const { values: args } = parseArgs({
     seconds: { type: 'string' },
     systems: { type: 'string' },
     only: { type: 'string' },
+    base: { type: 'string' },
   },
 });
 const mode: BenchResults['mode'] = args.smoke ? 'smoke' : args.full ? 'full' : 'default';
 const RUNS = Number(args.runs ?? (mode === 'smoke' ? 1 : 3));
 const SECONDS = Number(args.seconds ?? (mode === 'smoke' ? 1 : mode === 'full' ? 10 : 5));
 const WARMUP = mode === 'smoke' ? 1 : mode === 'full' ? 3 : 2;
-const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts,tsgrpc' : 'limit,ts,tsnoview,tsgrpc,floor,floorgrpc,go,ocm')).split(',') as SystemId[]);
+const wanted = new Set<SystemId>((args.systems ?? (mode === 'smoke' ? 'limit,ts,tsgrpc' : `limit,ts,tsnoview,tsgrpc,floor,floorgrpc,go,ocm${args.base === undefined ? '' : ',tsbase,tsgrpcbase'}`)).split(',') as SystemId[]);
+if ((wanted.has('tsbase') || wanted.has('tsgrpcbase')) && args.base === undefined) throw new Error('systems tsbase and tsgrpcbase need --base <git revision>');
+
+/**
+ * The tree of --base: `git archive` of that revision under .cache/bench-base/<commit> (kept for the next
+ * run), sharing this checkout's node_modules, so that a change is measured before and after in one run.
+ */
+function baseTree(rev: string): { dir: string; commit: string } {
+  const git = (...a: string[]): string => {
+    const r = spawnSync('git', a, { cwd: ROOT, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`git ${a.join(' ')}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  const commit = git('rev-parse', '--verify', `${rev}^{commit}`);
+  const dir = path.join(ROOT, '.cache/bench-base', commit);
+  if (!existsSync(path.join(dir, 'src/cli.ts'))) {
+    mkdirSync(dir, { recursive: true });
+    const archive = spawnSync('bash', ['-c', `git archive ${commit} | tar -x -C "${dir}"`], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    if (archive.status !== 0) throw new Error(`git archive ${commit} failed`);
+  }
+  if (!existsSync(path.join(dir, 'node_modules'))) symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+  return { dir, commit };
+}
+const baseline = args.base === undefined ? undefined : baseTree(args.base);
 
 const only = args.only?.split(',');
 const want = (id: string): boolean => only === undefined || only.some((p) => id.startsWith(p));
@@ -68,14 +93,14 @@ function loadJob(system: SystemId, bytes: number, connections: number, seconds: 
 }
 
 async function anpDials(system: SystemId): Promise<number> {
-  const server = system === 'go' || system === 'ocm' || system === 'tsgrpc' || system === 'floorgrpc' ? topo.anpGrpc! : topo.anpHttp;
+  const server = system === 'go' || system === 'ocm' || system === 'tsgrpc' || system === 'floorgrpc' || system === 'tsgrpcbase' ? topo.anpGrpc! : topo.anpHttp;
   return promValue(await server.metrics(), 'konnectivity_network_proxy_server_dial_duration_seconds_count');
 }
 
 /** This user-server's successful CONNECTs so far and its open tunnels (NaN for the other systems). */
 async function ownTunnels(system: SystemId): Promise<{ dials: number; open: number }> {
   const metrics = topo.servers.get(system as 'ts')?.metrics;
-  if ((system !== 'ts' && system !== 'tsnoview' && system !== 'tsgrpc') || metrics === undefined) return { dials: Number.NaN, open: Number.NaN };
+  if (!['ts', 'tsnoview', 'tsgrpc', 'tsbase', 'tsgrpcbase'].includes(system) || metrics === undefined) return { dials: Number.NaN, open: Number.NaN };
   const text = await metrics();
   return {
     dials: promValue(text, 'cluster_proxy_user_server_tunnel_dials_total', ['outcome="success"']),
@@ -309,6 +334,10 @@ function withRatios(result: ScenarioResult): ScenarioResult {
   if (grpc !== undefined && floorGrpc !== undefined && floorGrpc !== 0) result.grpcOverFloor = round(grpc / floorGrpc, 3);
   const noView = v('tsnoview');
   if (ts !== undefined && noView !== undefined && noView !== 0) result.viewOnOverOff = round(ts / noView, 3);
+  const tsBase = v('tsbase');
+  if (ts !== undefined && tsBase !== undefined && tsBase !== 0) result.tsOverBase = round(ts / tsBase, 3);
+  const grpcBase = v('tsgrpcbase');
+  if (grpc !== undefined && grpcBase !== undefined && grpcBase !== 0) result.grpcOverBase = round(grpc / grpcBase, 3);
   return result;
 }
 
@@ -362,8 +391,8 @@ async function main(): Promise<number> {
     const built = spawnSync('bash', [path.join(ROOT, 'scripts/build-ocm-user-server.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
     if (built.status !== 0) log(`OCM user-server build failed (exit ${built.status}); it is skipped`);
   }
-  topo = await startTopology({ go: wanted.has('go'), ocm: wanted.has('ocm'), tsgrpc: wanted.has('tsgrpc'), tsnoview: wanted.has('tsnoview'), floor: wanted.has('floor'), floorgrpc: wanted.has('floorgrpc'), watches: mode === 'full' && (want('watch-idle-1000') || want('watch-idle-10000')) });
-  systems = (['limit', 'ts', 'tsnoview', 'tsgrpc', 'floor', 'floorgrpc', 'go', 'ocm'] as SystemId[]).filter((s) => wanted.has(s) && (s === 'limit' || topo.available.has(s)));
+  topo = await startTopology({ go: wanted.has('go'), ocm: wanted.has('ocm'), tsgrpc: wanted.has('tsgrpc'), tsnoview: wanted.has('tsnoview'), floor: wanted.has('floor'), floorgrpc: wanted.has('floorgrpc'), tsbase: wanted.has('tsbase'), tsgrpcbase: wanted.has('tsgrpcbase'), baseDir: baseline?.dir, watches: mode === 'full' && (want('watch-idle-1000') || want('watch-idle-10000')) });
+  systems = (['limit', 'ts', 'tsnoview', 'tsgrpc', 'floor', 'floorgrpc', 'tsbase', 'tsgrpcbase', 'go', 'ocm'] as SystemId[]).filter((s) => wanted.has(s) && (s === 'limit' || topo.available.has(s)));
   for (const id of ['go', 'ocm'] as const) if (topo.skipped[id] !== undefined && wanted.has(id)) log(`${id} user-server skipped: ${topo.skipped[id]}`);
   const scenarios: ScenarioResult[] = [];
   try {
@@ -389,7 +418,7 @@ async function main(): Promise<number> {
     mode,
     date: started.toISOString(),
     machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, kernel: os.release(), loadAverageAtStart: os.loadavg().map((v) => round(v, 2)) },
-    settings: { runs: RUNS, seconds: SECONDS, warmupSeconds: WARMUP, anp: ANP_VERSION, upstreamCommit: UPSTREAM_COMMIT, ocmVersion: OCM_VERSION },
+    settings: { runs: RUNS, seconds: SECONDS, warmupSeconds: WARMUP, anp: ANP_VERSION, upstreamCommit: UPSTREAM_COMMIT, ocmVersion: OCM_VERSION, ...(baseline === undefined ? {} : { base: baseline.commit }) },
     systems: {
       limit: { name: 'limit: client pooling its own CONNECT tunnels through ANP (undici + src/tunnel/open-tunnel.ts)', included: systems.includes('limit') },
       ts: { name: 'this user-server (node src/cli.ts --proxy-mode=http-connect), ANP in http-connect mode', included: systems.includes('ts') },
@@ -397,6 +426,8 @@ async function main(): Promise<number> {
       tsgrpc: { name: 'this user-server (node src/cli.ts --proxy-mode=grpc), the same grpc-mode ANP as the Go user-servers', included: systems.includes('tsgrpc') },
       floor: { name: 'the floor: the smallest proxy doing the same job (bench/runners/floor-proxy.ts: node:http2 front, raw split, the project\'s dialers and pools, an undici relay; no framework, logs or metrics), http-connect mode', included: systems.includes('floor') },
       floorgrpc: { name: 'the floor in gRPC mode, on the grpc-mode ANP', included: systems.includes('floorgrpc') },
+      tsbase: { name: `this user-server at the baseline revision ${baseline?.commit.slice(0, 10) ?? '(none)'} (--base), http-connect mode`, included: systems.includes('tsbase') },
+      tsgrpcbase: { name: `this user-server at the baseline revision ${baseline?.commit.slice(0, 10) ?? '(none)'} (--base), gRPC mode`, included: systems.includes('tsgrpcbase') },
       go: { name: `upstream Go user-server (stolostron/cluster-proxy-addon ${UPSTREAM_COMMIT}), ANP in grpc mode`, included: systems.includes('go'), ...(topo.skipped.go !== undefined ? { skipped: topo.skipped.go } : {}) },
       ocm: { name: `OCM user-server (open-cluster-management.io/cluster-proxy ${OCM_VERSION}, the newest the Go module proxy serves; a tunnel and a TLS connection per request), ANP in grpc mode`, included: systems.includes('ocm'), ...(topo.skipped.ocm !== undefined ? { skipped: topo.skipped.ocm } : {}) },
     },

@@ -49,7 +49,7 @@ async function untilListening(host: string, port: number, p: BenchProcess): Prom
   }
 }
 
-export type ServerId = 'ts' | 'tsnoview' | 'tsgrpc' | 'floor' | 'floorgrpc' | 'go' | 'ocm';
+export type ServerId = 'ts' | 'tsnoview' | 'tsgrpc' | 'floor' | 'floorgrpc' | 'tsbase' | 'tsgrpcbase' | 'go' | 'ocm';
 export interface RunningServer {
   base: string;
   pid: number;
@@ -94,7 +94,11 @@ async function portFree(port: number): Promise<boolean> {
  * most), an http-connect ANP proxy-server and agent for the limit and this user-server, a grpc-mode
  * proxy-server and agent for the Go user-servers (upstream and OCM), and the user-servers.
  */
-export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: boolean; tsnoview: boolean; floor: boolean; floorgrpc: boolean; watches: boolean }): Promise<Topology> {
+/**
+ * `baseDir`: a tree of this project at an earlier revision (bench/run.ts --base), run as systems tsbase and
+ * tsgrpcbase beside the current one, so that a change is measured before and after in one run.
+ */
+export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: boolean; tsnoview: boolean; floor: boolean; floorgrpc: boolean; tsbase: boolean; tsgrpcbase: boolean; baseDir?: string | undefined; watches: boolean }): Promise<Topology> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'cpus-bench-'));
   const certs = makeCerts(path.join(dir, 'certs'));
   const block = loopbackBlock();
@@ -149,13 +153,14 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
     const servers: Topology['servers'] = new Map();
     // BENCH_TS_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the user-servers (bench/README.md).
     const nodeArgs = (process.env.BENCH_TS_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-    const startTs = async (id: 'ts' | 'tsnoview' | 'tsgrpc' | 'floor' | 'floorgrpc', proxyArgs: string[]): Promise<void> => {
+    const startTs = async (id: 'ts' | 'tsnoview' | 'tsgrpc' | 'floor' | 'floorgrpc' | 'tsbase' | 'tsgrpcbase', proxyArgs: string[]): Promise<void> => {
       const healthPort = await freePort();
       const port = await freePort();
       const floor = id === 'floor' || id === 'floorgrpc';
-      const p = started(startBenchProcess({ ts: 'user-server', tsnoview: 'user-server-noview', tsgrpc: 'user-server-grpc', floor: 'floor', floorgrpc: 'floor-grpc' }[id], NODE, [
+      const root = id === 'tsbase' || id === 'tsgrpcbase' ? opts.baseDir! : ROOT;
+      const p = started(startBenchProcess({ ts: 'user-server', tsnoview: 'user-server-noview', tsgrpc: 'user-server-grpc', floor: 'floor', floorgrpc: 'floor-grpc', tsbase: 'user-server-base', tsgrpcbase: 'user-server-grpc-base' }[id], NODE, [
         ...nodeArgs,
-        path.join(ROOT, floor ? 'bench/runners/floor-proxy.ts' : 'src/cli.ts'),
+        path.join(root, floor ? 'bench/runners/floor-proxy.ts' : 'src/cli.ts'),
         '--server-address=127.0.0.1', `--server-port=${port}`,
         `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`,
         '--health-address=127.0.0.1', `--health-port=${healthPort}`,
@@ -171,6 +176,7 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
     await startTs('ts', tsProxyArgs);
     if (opts.tsnoview) await startTs('tsnoview', [...tsProxyArgs, '--cluster-view=false']);
     if (opts.floor) await startTs('floor', tsProxyArgs);
+    if (opts.tsbase) await startTs('tsbase', tsProxyArgs);
 
     let anpGrpc: ProxyServer | undefined;
     const skipped: Topology['skipped'] = {};
@@ -188,8 +194,9 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
     const available = new Set<ServerId>(['ts', ...goIds]);
     if (opts.tsnoview) available.add('tsnoview');
     if (opts.floor) available.add('floor');
+    if (opts.tsbase) available.add('tsbase');
     let startGo: ((id: 'go' | 'ocm') => Promise<BenchProcess>) | undefined;
-    if (goIds.length > 0 || opts.tsgrpc || opts.floorgrpc) {
+    if (goIds.length > 0 || opts.tsgrpc || opts.floorgrpc || opts.tsgrpcbase) {
       // One gRPC-mode proxy-server and agent for every system that speaks gRPC: identical paths.
       anpGrpc = await startProxyServer({ certs, dir, name: 'anp-grpc', strategies: 'destHost', mode: 'grpc' });
       stops.push(() => anpGrpc!.stop());
@@ -207,6 +214,10 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
     if (opts.floorgrpc) {
       await startTs('floorgrpc', grpcArgs());
       available.add('floorgrpc');
+    }
+    if (opts.tsgrpcbase) {
+      await startTs('tsgrpcbase', grpcArgs());
+      available.add('tsgrpcbase');
     }
     if (goIds.length > 0) {
       // Both start an informer on ManagedClusterAddOns that their request path never reads; a kubeconfig
