@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
-import { describe, expect, test } from 'vitest';
-import { createLogger, scrubSecrets } from '../../src/observability/logger.ts';
+import { describe, expect, test, vi } from 'vitest';
+import { createLogger, isoTimestamp, scrubSecrets } from '../../src/observability/logger.ts';
 import { saneRequestId } from '../../src/observability/request-id.ts';
 
 const SECRET = 'sEcReT-ToKeN-42';
@@ -32,6 +32,23 @@ describe('scrubSecrets', () => {
 
   test('leaves ordinary queries alone', () => {
     expect(scrubSecrets('/api/v1/pods?watch=true&labelSelector=a%3Db')).toBe('/api/v1/pods?watch=true&labelSelector=a%3Db');
+  });
+});
+
+describe('isoTimestamp', () => {
+  test('is pino\'s isoTime for every millisecond, across seconds, days and years', () => {
+    vi.useFakeTimers();
+    try {
+      for (const start of [Date.UTC(2026, 11, 31, 23, 59, 59, 990), Date.UTC(2027, 0, 1, 0, 0, 0, 0), 5, 0]) {
+        vi.setSystemTime(start);
+        for (let i = 0; i < 1100; i += 7) {
+          vi.setSystemTime(start + i);
+          expect(isoTimestamp()).toBe(`,"time":"${new Date(start + i).toISOString()}"`);
+        }
+      }
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
