@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { ProxyError } from '../errors/proxy-error.ts';
 import type { DialReport } from '../tunnel/open-tunnel.ts';
 import { BoundedLabel } from './bounded-label.ts';
+import { GridCounter, GridGauge, GridHistogram, type LabelSpace } from './hot-series.ts';
 
 const PREFIX = 'cluster_proxy_user_server_';
 
@@ -9,6 +10,14 @@ const PREFIX = 'cluster_proxy_user_server_';
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
 export type RequestKind = 'kube' | 'service' | 'upgrade' | 'invalid';
+
+const KINDS: LabelSpace = { name: 'kind', values: ['kube', 'service', 'upgrade', 'invalid'] satisfies RequestKind[] };
+const KIND_INDEX: Record<RequestKind, number> = { kube: 0, service: 1, upgrade: 2, invalid: 3 };
+/** Status classes; "other" for a status outside 100-599 that an upstream may still send. */
+const CODES: LabelSpace = { name: 'code', values: ['aborted', '1xx', '2xx', '3xx', '4xx', '5xx', 'other'] };
+const METHODS: LabelSpace = { name: 'method', values: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'OTHER'] };
+const METHOD_INDEX = new Map(METHODS.values.map((m, i) => [m, i]));
+const OTHER_METHOD = METHODS.values.length - 1;
 
 /** Which certificate material a reload concerns. */
 export type TlsSource = 'serving' | 'proxy_client' | 'service_proxy_ca';
@@ -28,13 +37,13 @@ export interface MetricsOptions {
  */
 export class Metrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'code' | 'method' | 'kind'>;
-  private readonly duration: Histogram<'kind'>;
-  private readonly inFlight: Gauge<'kind'>;
+  private readonly requests: GridCounter;
+  private readonly duration: GridHistogram;
+  private readonly inFlight: GridGauge;
   private readonly dials: Counter<'outcome'>;
   private readonly dialSeconds: Histogram;
   private readonly tlsSeconds: Histogram;
-  private readonly firstByteSeconds: Histogram<'kind'>;
+  private readonly firstByteSeconds: GridHistogram;
   private readonly tunnelsOpen: Gauge;
   private readonly proxyConnectionsOpen: Gauge;
   private readonly upgradedSessions: Gauge;
@@ -51,13 +60,15 @@ export class Metrics {
   constructor(options: MetricsOptions = {}) {
     collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
     const registers = [this.registry];
-    this.requests = new Counter({ name: `${PREFIX}requests_total`, help: 'Requests by status class, method and kind.', labelNames: ['code', 'method', 'kind'], registers });
-    this.duration = new Histogram({ name: `${PREFIX}request_duration_seconds`, help: 'Time from request to the end of the response.', labelNames: ['kind'], buckets: LATENCY_BUCKETS, registers });
-    this.inFlight = new Gauge({ name: `${PREFIX}requests_in_flight`, help: 'Requests being served, upgraded sessions included.', labelNames: ['kind'], registers });
+    // The series every request updates: plain arrays, read at scrape time (hot-series.ts).
+    this.requests = new GridCounter(`${PREFIX}requests_total`, 'Requests by status class, method and kind.', [CODES, METHODS, KINDS]);
+    this.duration = new GridHistogram(`${PREFIX}request_duration_seconds`, 'Time from request to the end of the response.', LATENCY_BUCKETS, KINDS);
+    this.inFlight = new GridGauge(`${PREFIX}requests_in_flight`, 'Requests being served, upgraded sessions included.', KINDS);
+    this.firstByteSeconds = new GridHistogram(`${PREFIX}time_to_first_byte_seconds`, 'Time from dispatch to the upstream response headers.', LATENCY_BUCKETS, KINDS);
+    for (const m of [this.requests, this.duration, this.inFlight, this.firstByteSeconds]) this.registry.registerMetric(m as unknown as Parameters<Registry['registerMetric']>[0]);
     this.dials = new Counter({ name: `${PREFIX}tunnel_dials_total`, help: 'Tunnels opened through ANP (CONNECT or gRPC), by outcome.', labelNames: ['outcome'], registers });
     this.dialSeconds = new Histogram({ name: `${PREFIX}tunnel_connect_seconds`, help: 'Time until the agent dial was answered (CONNECT reply or gRPC DIAL_RSP).', buckets: LATENCY_BUCKETS, registers });
     this.tlsSeconds = new Histogram({ name: `${PREFIX}tunnel_tls_seconds`, help: 'TLS handshake with the service-proxy inside the tunnel.', buckets: LATENCY_BUCKETS, registers });
-    this.firstByteSeconds = new Histogram({ name: `${PREFIX}time_to_first_byte_seconds`, help: 'Time from dispatch to the upstream response headers.', labelNames: ['kind'], buckets: LATENCY_BUCKETS, registers });
     this.upgradedSessions = new Gauge({ name: `${PREFIX}upgraded_sessions`, help: 'Upgraded sessions (exec, attach, port-forward) past their 101, still open.', registers });
     this.tunnelsOpen = new Gauge({ name: `${PREFIX}tunnels_open`, help: 'Tunnels currently open (pooled and upgraded).', registers });
     this.proxyConnectionsOpen = new Gauge({ name: `${PREFIX}proxy_server_connections`, help: 'HTTP/2 connections to the ANP proxy-server that carry gRPC tunnels (gRPC mode; always 0 in http-connect mode, where each tunnel is a connection).', registers });
@@ -95,21 +106,22 @@ export class Metrics {
   }
 
   requestStarted(kind: RequestKind): void {
-    this.inFlight.inc({ kind });
+    this.inFlight.add(KIND_INDEX[kind], 1);
   }
 
   requestFinished(kind: RequestKind, method: string, status: number, seconds: number, firstByteSeconds?: number, cluster?: string): void {
-    this.inFlight.dec({ kind });
-    const code = codeClass(status);
-    this.requests.inc({ code, method: boundedMethod(method), kind });
-    if (this.clusterRequests !== undefined && cluster !== undefined) this.clusterRequests.inc({ cluster: this.clusterLabel!.valueFor(cluster), code });
-    this.duration.observe({ kind }, seconds);
-    if (firstByteSeconds !== undefined) this.firstByteSeconds.observe({ kind }, firstByteSeconds);
+    const k = KIND_INDEX[kind];
+    this.inFlight.add(k, -1);
+    const code = codeIndex(status);
+    this.requests.add(requestsIndex(code, method, k));
+    if (this.clusterRequests !== undefined && cluster !== undefined) this.clusterRequests.inc({ cluster: this.clusterLabel!.valueFor(cluster), code: CODES.values[code]! });
+    this.duration.observe(k, seconds);
+    if (firstByteSeconds !== undefined) this.firstByteSeconds.observe(k, firstByteSeconds);
   }
 
   /** A request rejected before routing (bad path): counted, never in flight. */
   requestRejected(method: string, status: number): void {
-    this.requests.inc({ code: codeClass(status), method: boundedMethod(method), kind: 'invalid' });
+    this.requests.add(requestsIndex(codeIndex(status), method, KIND_INDEX.invalid));
   }
 
   dialed(report: DialReport): void {
@@ -167,12 +179,13 @@ export class Metrics {
   }
 }
 
-function codeClass(status: number): string {
-  return status === 0 ? 'aborted' : `${Math.floor(status / 100)}xx`;
+/** Index into CODES: 0 for a request whose client left before any status, 1-5 for 1xx-5xx. */
+function codeIndex(status: number): number {
+  if (status === 0) return 0;
+  return status >= 100 && status < 600 ? Math.floor(status / 100) : CODES.values.length - 1;
 }
 
-const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
-
-function boundedMethod(method: string): string {
-  return METHODS.has(method) ? method : 'OTHER';
+/** Index into requests_total's grid of code x method x kind (GridCounter's order). */
+function requestsIndex(code: number, method: string, kind: number): number {
+  return (code * METHODS.values.length + (METHOD_INDEX.get(method) ?? OTHER_METHOD)) * KINDS.values.length + kind;
 }
