@@ -34,43 +34,44 @@ export function kubeRequestInfo(method: string, target: string): KubeRequestInfo
   const query = q === -1 ? '' : target.slice(q + 1);
   const info: KubeRequestInfo = { isResourceRequest: false, verb: method.toLowerCase(), apiGroup: '', resource: '', subresource: '', namespace: '', name: '' };
 
-  let parts = splitPath(path);
+  // An index into the segments rather than slices of them: this runs for every access line.
+  const parts = splitPath(path);
   if (parts.length < 3 || !API_PREFIXES.has(parts[0]!)) return info;
-  const prefix = parts[0]!;
-  parts = parts.slice(1);
-  if (!GROUPLESS_PREFIXES.has(prefix)) {
-    if (parts.length < 3) return info;
-    info.apiGroup = parts[0]!;
-    parts = parts.slice(1);
+  let i = 1;
+  if (!GROUPLESS_PREFIXES.has(parts[0]!)) {
+    if (parts.length < 4) return info;
+    info.apiGroup = parts[1]!;
+    i = 2;
   }
-  // parts[0] is the version.
-  parts = parts.slice(1);
+  // parts[i] is the version.
+  i++;
 
   let verb: string;
-  if (SPECIAL_VERBS.has(parts[0]!)) {
+  if (SPECIAL_VERBS.has(parts[i]!)) {
     // The apiserver refuses "/api/v1/watch" alone; there is nothing to describe.
-    if (parts.length < 2) return info;
-    verb = parts[0]!;
-    parts = parts.slice(1);
+    if (parts.length - i < 2) return info;
+    verb = parts[i]!;
+    i++;
   } else {
     verb = METHOD_VERBS[method] ?? '';
   }
   info.isResourceRequest = true;
 
-  if (parts[0] === 'namespaces') {
-    if (parts.length > 1) {
-      info.namespace = parts[1]!;
-      if (parts.length > 2 && !NAMESPACE_SUBRESOURCES.has(parts[2]!)) parts = parts.slice(2);
+  if (parts[i] === 'namespaces') {
+    if (parts.length - i > 1) {
+      info.namespace = parts[i + 1]!;
+      if (parts.length - i > 2 && !NAMESPACE_SUBRESOURCES.has(parts[i + 2]!)) i += 2;
     }
   }
-  if (parts.length >= 3 && verb !== 'proxy') info.subresource = parts[2]!;
-  if (parts.length >= 2) info.name = parts[1]!;
-  if (parts.length >= 1) info.resource = parts[0]!;
+  const left = parts.length - i;
+  if (left >= 3 && verb !== 'proxy') info.subresource = parts[i + 2]!;
+  if (left >= 2) info.name = parts[i + 1]!;
+  if (left >= 1) info.resource = parts[i]!;
 
   if (info.name === '' && verb === 'get') {
-    const params = parseQuery(query);
-    verb = isWatch(params.get('watch')) ? 'watch' : 'list';
-    const name = exactNameFromFieldSelector(params.get('fieldSelector'));
+    const params = listParams(query);
+    verb = isWatch(params.watch) ? 'watch' : 'list';
+    const name = exactNameFromFieldSelector(params.fieldSelector);
     if (name !== undefined) info.name = name;
   }
   if (info.name === '' && verb === 'delete') verb = 'deletecollection';
@@ -106,17 +107,27 @@ function isWatch(value: string | undefined): boolean {
   return value !== '0' && value.toLowerCase() !== 'false';
 }
 
-/** Go's url.ParseQuery: '&'-separated, '+' is a space, first value of each key kept. */
-function parseQuery(query: string): Map<string, string> {
-  const out = new Map<string, string>();
-  if (query === '') return out;
-  for (const pair of query.split('&')) {
+/**
+ * The first `watch` and `fieldSelector` values of a query, as Go's url.ParseQuery reads them: '&'-separated,
+ * '+' is a space, a pair with ';' or a bad escape is skipped. Other keys are decoded only when an escape
+ * could make them one of these two.
+ */
+function listParams(query: string): { watch?: string; fieldSelector?: string } {
+  const out: { watch?: string; fieldSelector?: string } = {};
+  let start = 0;
+  while (start <= query.length && query !== '') {
+    let end = query.indexOf('&', start);
+    if (end === -1) end = query.length;
+    const pair = query.slice(start, end);
+    start = end + 1;
     if (pair === '' || pair.includes(';')) continue;
     const eq = pair.indexOf('=');
-    const key = decodeQueryComponent(eq === -1 ? pair : pair.slice(0, eq));
+    const rawKey = eq === -1 ? pair : pair.slice(0, eq);
+    if (rawKey !== 'watch' && rawKey !== 'fieldSelector' && !rawKey.includes('%') && !rawKey.includes('+')) continue;
+    const key = decodeQueryComponent(rawKey);
+    if ((key !== 'watch' && key !== 'fieldSelector') || out[key] !== undefined) continue;
     const value = decodeQueryComponent(eq === -1 ? '' : pair.slice(eq + 1));
-    if (key === undefined || value === undefined) continue;
-    if (!out.has(key)) out.set(key, value);
+    if (value !== undefined) out[key] = value;
   }
   return out;
 }

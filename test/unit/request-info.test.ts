@@ -64,6 +64,14 @@ describe('kubeRequestInfo: watch, list and get', () => {
     ['GET', '/api/v1/namespaces/other/pods?fieldSelector=metadata.name!%3Dfoo', { verb: 'list', name: '' }],
     ['GET', '/api/v1/namespaces/other/pods?fieldSelector=metadata.name%3D..', { verb: 'list', name: '' }],
     ['DELETE', '/api/v1/namespaces/other/pods?fieldSelector=metadata.name%3Dfoo', { verb: 'deletecollection', name: '' }],
+    // Keys are decoded as Go's url.ParseQuery decodes them; pairs with ';' or a bad escape are skipped.
+    ['GET', '/api/v1/pods?w%61tch=true', { verb: 'watch' }],
+    ['GET', '/api/v1/pods?field%53elector=metadata.name%3Dfoo', { verb: 'list', name: 'foo' }],
+    ['GET', '/api/v1/pods?watch=true;x', { verb: 'list' }],
+    ['GET', '/api/v1/pods?watch=%zz&watch=true', { verb: 'watch' }],
+    ['GET', '/api/v1/pods?watch%zz=true', { verb: 'list' }],
+    ['GET', '/api/v1/pods?&&watch=true&', { verb: 'watch' }],
+    ['GET', '/api/v1/pods?fieldSelector=metadata.name+%3D+foo', { verb: 'list', name: 'foo' }],
   ])('%s %s', (method, target, expected) => {
     expect(kubeRequestInfo(method, target)).toMatchObject(expected);
   });
