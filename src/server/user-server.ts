@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { Http2SecureServer, ServerHttp2Session } from 'node:http2';
+import http2, { type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
 import Fastify, { LogController, type FastifyHttp2SecureOptions, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
@@ -58,6 +58,13 @@ const HEADERS_CHECK_INTERVAL_MS = 1_000;
 
 /** Connections dropped at --max-connections are logged at most this often. */
 const DROP_LOG_INTERVAL_MS = 10_000;
+
+/** An HTTP/2 connection with no stream for this long gets GOAWAY (Fastify's http2SessionTimeout default). */
+const H2_SESSION_IDLE_MS = 72_000;
+
+/** The methods the proxy route serves; others get a 405 Status. */
+const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+const PROXIED = new Set<string>(PROXIED_METHODS);
 
 /**
  * Node's headersTimeout only runs once a request's first byte has arrived: an HTTP/1.1 connection that
@@ -125,7 +132,7 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
   const answered = new WeakSet<Socket>();
   const nextId = requestIdGenerator();
   // A sane X-Request-Id from the client is kept, so its logs and ours correlate; it is sent back either way.
-  const requestIdFor = (req: IncomingMessage): string => saneRequestId(req.headers['x-request-id']) ?? nextId();
+  const requestIdFor = (req: Pick<IncomingMessage, 'headers'>): string => saneRequestId(req.headers['x-request-id']) ?? nextId();
   const h2 = config.server.http2;
   const http1Timeouts = {
     headersTimeout: config.server.requestHeadersTimeoutMs,
@@ -138,31 +145,55 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     // apply, and clients would reconnect (a TLS handshake) after every short pause.
     keepAliveTimeout: 75_000,
   };
+  const https = {
+    allowHTTP1: true,
+    cert: serving.cert,
+    key: serving.key,
+    minVersion: config.server.minVersion,
+    // A client that stalls its TLS handshake is bounded as one that stalls its headers (Node: 120 s).
+    handshakeTimeout: config.server.requestHeadersTimeoutMs,
+    // HTTP/1.1 connections (maxHeaderSize) and HTTP/2 (SETTINGS_MAX_HEADER_LIST_SIZE) get the same bound.
+    maxHeaderSize: config.server.maxHeaderBytes,
+    // Node advertises 2^32-1 concurrent streams unless told otherwise; streams over the limit are refused.
+    settings: { maxHeaderListSize: config.server.maxHeaderBytes, maxConcurrentStreams: h2.maxConcurrentStreams },
+    // Rapid reset (CVE-2023-44487): nghttp2's RST_STREAM token bucket; Node applies it only when both are set.
+    streamResetBurst: h2.streamResetBurst,
+    streamResetRate: h2.streamResetRate,
+    maxSessionInvalidFrames: h2.maxSessionInvalidFrames,
+    maxSessionRejectedStreams: h2.maxSessionRejectedStreams,
+    maxHeaderListPairs: h2.maxHeaderListPairs,
+    maxSessionMemory: h2.maxSessionMemory,
+    unknownProtocolTimeout: config.server.unknownProtocolTimeoutMs,
+    // HTTP/1.1 on this server: Fastify applies none of its HTTP/1 timeouts when `http2` is on, and Node's
+    // own would cut uploads after 300 s (requestTimeout) and slow headers only after 60-90 s. Node reads
+    // these at construction (storeHTTPOptions); they are set on the server again below.
+    ...http1Timeouts,
+  };
+  // Set once Fastify's close() begins: from then on, Fastify answers 503 (return503OnClosing).
+  let closing = false;
   const options = {
     http2: true,
-    https: {
-      allowHTTP1: true,
-      cert: serving.cert,
-      key: serving.key,
-      minVersion: config.server.minVersion,
-      // A client that stalls its TLS handshake is bounded as one that stalls its headers (Node: 120 s).
-      handshakeTimeout: config.server.requestHeadersTimeoutMs,
-      // HTTP/1.1 connections (maxHeaderSize) and HTTP/2 (SETTINGS_MAX_HEADER_LIST_SIZE) get the same bound.
-      maxHeaderSize: config.server.maxHeaderBytes,
-      // Node advertises 2^32-1 concurrent streams unless told otherwise; streams over the limit are refused.
-      settings: { maxHeaderListSize: config.server.maxHeaderBytes, maxConcurrentStreams: h2.maxConcurrentStreams },
-      // Rapid reset (CVE-2023-44487): nghttp2's RST_STREAM token bucket; Node applies it only when both are set.
-      streamResetBurst: h2.streamResetBurst,
-      streamResetRate: h2.streamResetRate,
-      maxSessionInvalidFrames: h2.maxSessionInvalidFrames,
-      maxSessionRejectedStreams: h2.maxSessionRejectedStreams,
-      maxHeaderListPairs: h2.maxHeaderListPairs,
-      maxSessionMemory: h2.maxSessionMemory,
-      unknownProtocolTimeout: config.server.unknownProtocolTimeoutMs,
-      // HTTP/1.1 on this server: Fastify applies none of its HTTP/1 timeouts when `http2` is on, and Node's
-      // own would cut uploads after 300 s (requestTimeout) and slow headers only after 60-90 s. Node reads
-      // these at construction (storeHTTPOptions); they are set on the server again below.
-      ...http1Timeouts,
+    https,
+    /**
+     * The server is made here so that proxied requests go straight to the proxy handler: Fastify's work
+     * per request on a route that hijacks anyway (request and reply objects, router, hooks, the child
+     * logger) was 5 % of the CPU at 1 KiB @64 (bench/README.md, finding 12). Fastify still owns the
+     * server's life (listen, close) and answers what is not proxied: other methods, and every request once
+     * closing.
+     */
+    serverFactory: (fastifyHandler: (req: Http2ServerRequest, res: Http2ServerResponse) => void) => {
+      const server = http2.createSecureServer(https, (req, res) => {
+        if (closing || !PROXIED.has(req.method)) {
+          fastifyHandler(req, res);
+          return;
+        }
+        handle(req, asClientResponse(res), requestIdFor(req)).catch((err: unknown) => {
+          logger.error({ err }, 'proxy handler failed');
+          res.destroy();
+        });
+      });
+      server.on('session', (session) => session.setTimeout(H2_SESSION_IDLE_MS, () => session.close()));
+      return server;
     },
     loggerInstance: logger,
     // The proxy handler writes one access line per request itself, with the fields operators need.
@@ -270,8 +301,9 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
     metrics.requestRejected(request.method, 405);
     sendStatus(asClientResponse(reply.raw), new ProxyError('METHOD_NOT_ALLOWED', `method ${JSON.stringify(request.method.slice(0, 32))} is not supported`), undefined, request.id);
   });
+  // The proxy route for the requests Fastify still sees (once closing, they get its 503 first).
   app.route({
-    method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    method: [...PROXIED_METHODS],
     url: '*',
     handler: (request, reply) => {
       reply.hijack();
@@ -347,6 +379,7 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
       };
       if (sockets.size === 0) finish();
     });
+    closing = true;
     await Promise.all([app.close(), upgradesClosed]);
     await pools.close();
     dialer.close();
