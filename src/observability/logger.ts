@@ -76,11 +76,12 @@ function serializeRequest(req: { method?: string; url?: string; id?: unknown }):
  */
 const LOG_BATCH_BYTES = 16 * 1024;
 
-/** The parts of pino's SonicBoom destination used here. */
-interface SonicBoom extends DestinationStream {
+/** The parts of pino's SonicBoom destination used here, in its 'buffer' content mode. */
+interface SonicBoom {
+  write(data: Buffer): boolean;
   flush(cb?: (err?: Error) => void): void;
   destroy(): void;
-  on(event: 'drop', listener: (data: string) => void): unknown;
+  on(event: 'drop', listener: (data: Buffer) => void): unknown;
 }
 
 /** Kept for the life of the process: it owns the non-blocking mode of fd 1 (see stdoutNonBlocking). */
@@ -124,6 +125,9 @@ export function stdoutLog(maxBytes: number, onDrop: (lines: number) => void): St
   const sonic = pino.destination({
     dest: 1,
     sync: false,
+    // In its default (utf8) mode SonicBoom measures the whole pending batch with Buffer.byteLength on
+    // every line; with Buffers it adds their lengths: 1.0 instead of 4.5 us per access line.
+    contentMode: 'buffer',
     minLength: LOG_BATCH_BYTES,
     // SonicBoom needs its largest write above the batch; a pipe holds 64 KiB.
     maxWrite: LOG_BATCH_BYTES * 4,
@@ -137,7 +141,7 @@ export function stdoutLog(maxBytes: number, onDrop: (lines: number) => void): St
     onDrop(Math.max(lines, 1));
   });
   return {
-    stream: sonic,
+    stream: { write: (line: string) => sonic.write(Buffer.from(line)) },
     close: (timeoutMs) =>
       new Promise((resolve) => {
         const done = (): void => {
