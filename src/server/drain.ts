@@ -1,4 +1,4 @@
-import { setMaxListeners } from 'node:events';
+import type { StopSignal } from '../upstream/forward.ts';
 
 /**
  * Shutdown state shared by the front and the proxy handler. Draining starts at SIGTERM (readiness fails,
@@ -9,15 +9,11 @@ export class DrainState {
   draining = false;
   private shortInFlight = 0;
   private idleWaiters: (() => void)[] = [];
-  private readonly streamsStop = new AbortController();
+  private readonly streamsStop = new StopListeners();
 
-  constructor() {
-    // Every request in flight listens on this one signal.
-    setMaxListeners(0, this.streamsStop.signal);
-  }
-
-  get shutdownSignal(): AbortSignal {
-    return this.streamsStop.signal;
+  /** What every request in flight listens on, until it is over. */
+  get shutdownSignal(): StopSignal {
+    return this.streamsStop;
   }
 
   /** Counts a short (not long-running) request; call the result when it is over. */
@@ -53,6 +49,29 @@ export class DrainState {
   }
 
   stopStreams(): void {
-    this.streamsStop.abort();
+    this.streamsStop.stop();
+  }
+}
+
+/** Listeners called once, in the order they were added, when the streams are stopped. */
+class StopListeners implements StopSignal {
+  stopped = false;
+  private readonly listeners = new Set<() => void>();
+
+  add(listener: () => void): void {
+    this.listeners.add(listener);
+  }
+
+  delete(listener: () => void): void {
+    this.listeners.delete(listener);
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    // Over a copy, as each listener removes itself when its request finishes; one removed by an
+    // earlier listener is not called (as with an AbortSignal).
+    for (const listener of [...this.listeners]) if (this.listeners.has(listener)) listener();
+    this.listeners.clear();
   }
 }

@@ -24,13 +24,33 @@ describe('DrainState', () => {
     expect(d.shortRequestsInFlight).toBe(1);
   });
 
-  test('stopStreams aborts the shared signal once, whatever the number of listeners', () => {
+  test('stopStreams calls every listener once, in order, whatever the number; removed ones are not called', () => {
     const d = new DrainState();
-    let calls = 0;
-    for (let i = 0; i < 50; i++) d.shutdownSignal.addEventListener('abort', () => calls++, { once: true });
+    const calls: number[] = [];
+    const listeners = Array.from({ length: 50 }, (_, i) => () => calls.push(i));
+    for (const l of listeners) d.shutdownSignal.add(l);
+    d.shutdownSignal.delete(listeners[7]!);
+    expect(d.shutdownSignal.stopped).toBe(false);
     d.stopStreams();
     d.stopStreams();
-    expect(d.shutdownSignal.aborted).toBe(true);
-    expect(calls).toBe(50);
+    expect(d.shutdownSignal.stopped).toBe(true);
+    expect(calls).toEqual(Array.from({ length: 50 }, (_, i) => i).filter((i) => i !== 7));
+  });
+
+  test('a listener removed by an earlier one while the streams stop is not called', () => {
+    const d = new DrainState();
+    const calls: string[] = [];
+    const b = (): void => {
+      calls.push('b');
+    };
+    const a = (): void => {
+      calls.push('a');
+      d.shutdownSignal.delete(a);
+      d.shutdownSignal.delete(b);
+    };
+    d.shutdownSignal.add(a);
+    d.shutdownSignal.add(b);
+    d.stopStreams();
+    expect(calls).toEqual(['a']);
   });
 });
