@@ -115,6 +115,11 @@ export function forward(req: ForwardRequest, res: ClientResponse): Promise<Forwa
   });
 }
 
+/**
+ * The relay of one request. What it allocates lives as long as the request, which for an idle watch is
+ * hours: listeners that may never be needed (body, drain) are made when they are, the request's dispatch
+ * data is let go once the response started (it is only needed for a retry before that).
+ */
 class RelayHandler implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private readonly started = performance.now();
@@ -125,34 +130,73 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   private discarding = false;
   private discardLeft = 0;
   private mayRetry: boolean;
-  private readonly onClientClose = (): void => {
-    if (this.done || this.discarding) return;
-    this.result.clientGone = true;
-    if (this.startDiscarding()) return;
-    this.cancel('client closed the connection');
-  };
+  private readonly onClientClose: () => void;
   /** Whether the client's body arrived whole: HTTP/1.1 ends it only then, HTTP/2 also after a reset. */
   private bodyComplete = false;
-  private readonly onBodyEnd = (): void => {
-    this.bodyComplete = (this.req.body as { aborted?: boolean }).aborted !== true;
-  };
+  private readonly onBodyEnd: (() => void) | undefined;
   /**
    * An HTTP/2 client that resets its stream mid-upload: Node then ends the request body as if it were
    * whole, and undici would close a chunked upload with its last chunk, sending the cut-off body on as
    * complete. 'aborted' comes first, so the upstream request is cancelled before that can happen.
    */
-  private readonly onBodyAborted = (): void => {
-    if (this.done || this.discarding) return;
-    this.result.clientGone = true;
-    this.cancel('the client reset its request before the body was complete');
-  };
-  private readonly onDrain = (): void => {
+  private readonly onBodyAborted: (() => void) | undefined;
+  /** Made at the first write the client does not take at once. */
+  private onDrain: (() => void) | undefined;
+  private readonly onShutdown: () => void;
+
+  /** Until the response starts: what a retry sends again. */
+  private req: ForwardRequest | undefined;
+  private readonly body: ClientRequest | null;
+  private readonly cancelledDrain: ForwardRequest['cancelledDrain'];
+  private readonly res: ClientResponse;
+  private readonly stallTimeoutMs: number;
+  private readonly longRunning: boolean;
+  private readonly shutdown: StopSignal | undefined;
+  private readonly resolve: (r: ForwardResult) => void;
+
+  constructor(res: ClientResponse, req: ForwardRequest, resolve: (r: ForwardResult) => void) {
+    this.req = req;
+    this.res = res;
+    this.body = req.body;
+    this.cancelledDrain = req.cancelledDrain;
+    this.mayRetry = req.body === null && REPLAYABLE_METHODS.has(req.method);
+    if (req.body !== null) {
+      const body = req.body;
+      this.onBodyEnd = () => {
+        this.bodyComplete = (body as { aborted?: boolean }).aborted !== true;
+      };
+      this.onBodyAborted = () => {
+        if (this.done || this.discarding) return;
+        this.result.clientGone = true;
+        this.cancel('the client reset its request before the body was complete');
+      };
+      body.once('end', this.onBodyEnd);
+      body.once('aborted', this.onBodyAborted);
+    }
+    this.stallTimeoutMs = req.clientStallTimeoutMs;
+    this.longRunning = req.longRunning === true;
+    this.shutdown = req.shutdown;
+    this.resolve = resolve;
+    this.onClientClose = () => {
+      if (this.done || this.discarding) return;
+      this.result.clientGone = true;
+      if (this.startDiscarding()) return;
+      this.cancel('client closed the connection');
+    };
+    res.on('close', this.onClientClose);
+    // Made here rather than as class fields: closures of the constructor share its one context.
+    this.onShutdown = () => this.shutDown();
+    this.shutdown?.add(this.onShutdown);
+  }
+
+  private drained(): void {
     clearTimeout(this.stallTimer);
     this.stallTimer = undefined;
     this.controller?.resume();
-  };
+  }
 
-  private readonly onShutdown = (): void => {
+  /** The server is stopping for good. */
+  private shutDown(): void {
     if (this.done) return;
     // finish() first: aborting the dispatch reports an error back synchronously, which must find the
     // relay already done.
@@ -179,31 +223,6 @@ class RelayHandler implements Dispatcher.DispatchHandler {
       this.controller?.abort(err);
       this.res.destroy(err);
     }
-  };
-
-  private readonly req: ForwardRequest;
-  private readonly res: ClientResponse;
-  private readonly stallTimeoutMs: number;
-  private readonly longRunning: boolean;
-  private readonly extraHeaders: string[] | undefined;
-  private readonly shutdown: StopSignal | undefined;
-  private readonly resolve: (r: ForwardResult) => void;
-
-  constructor(res: ClientResponse, req: ForwardRequest, resolve: (r: ForwardResult) => void) {
-    this.req = req;
-    this.res = res;
-    this.mayRetry = req.body === null && REPLAYABLE_METHODS.has(req.method);
-    if (req.body !== null) {
-      req.body.once('end', this.onBodyEnd);
-      req.body.once('aborted', this.onBodyAborted);
-    }
-    this.stallTimeoutMs = req.clientStallTimeoutMs;
-    this.longRunning = req.longRunning === true;
-    this.extraHeaders = req.responseHeaders;
-    this.shutdown = req.shutdown;
-    this.resolve = resolve;
-    res.on('close', this.onClientClose);
-    this.shutdown?.add(this.onShutdown);
   }
 
   failBeforeStart(err: unknown): void {
@@ -212,7 +231,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   }
 
   dispatch(): void {
-    const req = this.req;
+    const req = this.req!;
     try {
       // `servername` is read by undici's Request (core/request.js) but missing from its typings.
       const options: Dispatcher.DispatchOptions & { servername: string } = {
@@ -235,13 +254,13 @@ class RelayHandler implements Dispatcher.DispatchHandler {
    * the request keeps its per-cluster slot meanwhile, so cancelling in a loop cannot pile work up.
    */
   private startDiscarding(): boolean {
-    const drain = this.req.cancelledDrain;
+    const drain = this.cancelledDrain;
     if (drain === undefined || drain.maxBytes === 0 || this.longRunning || this.controller === undefined) return false;
-    if (this.req.body !== null && !this.bodyComplete) return false;
+    if (this.body !== null && !this.bodyComplete) return false;
     this.discarding = true;
     this.discardLeft = drain.maxBytes;
     clearTimeout(this.stallTimer);
-    this.res.removeListener('drain', this.onDrain);
+    if (this.onDrain !== undefined) this.res.removeListener('drain', this.onDrain);
     this.controller.resume();
     this.stallTimer = setTimeout(() => this.stopDiscarding(new Error(`the cancelled response did not end within ${drain.timeoutMs} ms`)), drain.timeoutMs);
     return true;
@@ -278,7 +297,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
    * 502, since it may already have taken effect. Never after response headers: those went to the client.
    */
   private retryable(err: Error): boolean {
-    if (!this.mayRetry || this.discarding || this.res.destroyed || this.req.shutdown?.stopped === true) return false;
+    if (!this.mayRetry || this.discarding || this.res.destroyed || this.shutdown?.stopped === true) return false;
     return TUNNEL_LOST.has((err as { code?: string }).code ?? '');
   }
 
@@ -289,11 +308,18 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   ): void {
     this.mayRetry = false;
     this.result.statusCode = statusCode;
+    // No retry from here on: the request's headers, path and options need not live as long as the response.
+    const extraHeaders = this.req?.responseHeaders;
+    this.req = undefined;
     if (this.discarding) return;
     this.result.firstByteSeconds = (performance.now() - this.started) / 1000;
-    const raw = (controller as unknown as { rawHeaders: UpstreamHeaders | null }).rawHeaders ?? [];
+    const upstream = controller as unknown as { rawHeaders: UpstreamHeaders | null };
+    const raw = upstream.rawHeaders ?? [];
+    // undici keeps them on the controller for the request's whole life and never reads them again; for
+    // an idle watch that is a header object (and its strings) held for hours.
+    upstream.rawHeaders = null;
     const res = this.res;
-    res.writeHead(statusCode, withExtraHeaders(buildResponseHeaders(raw), this.extraHeaders));
+    res.writeHead(statusCode, withExtraHeaders(buildResponseHeaders(raw), extraHeaders));
     // Headers of a watch or `logs -f` (streamed, so without Content-Length) must reach the client before
     // the first event, which may take minutes. A sized body goes out with its headers in one write: a
     // separate header write costs a TLS record and a syscall per request (bench/README.md).
@@ -309,6 +335,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.result.bytes += chunk.length;
     if (!this.res.write(chunk)) {
       controller.pause();
+      this.onDrain ??= () => this.drained();
       this.res.once('drain', this.onDrain);
       if (this.stallTimeoutMs > 0 && this.stallTimer === undefined) {
         this.stallTimer = setTimeout(() => this.onStalled(), this.stallTimeoutMs);
@@ -365,9 +392,12 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.done = true;
     clearTimeout(this.stallTimer);
     this.res.removeListener('close', this.onClientClose);
-    this.res.removeListener('drain', this.onDrain);
-    this.req.body?.removeListener('end', this.onBodyEnd);
-    this.req.body?.removeListener('aborted', this.onBodyAborted);
+    if (this.onDrain !== undefined) this.res.removeListener('drain', this.onDrain);
+    if (this.body !== null) {
+      this.body.removeListener('end', this.onBodyEnd!);
+      this.body.removeListener('aborted', this.onBodyAborted!);
+    }
+    this.req = undefined;
     this.shutdown?.delete(this.onShutdown);
     this.resolve(this.result);
   }
