@@ -172,6 +172,45 @@ describe('gRPC dialer: dials', () => {
     await expect.poll(() => packetsOf(fake, PacketType.DIAL_CLS).length).toBe(1);
   });
 
+  test('corked writes go out as DATA packets of at most 256 KiB, in order, and come back intact', async () => {
+    const { fake, dialer } = await setUp();
+    const t = await dialer.dial(ECHO);
+    const parts = [Buffer.alloc(100 * 1024, 1), Buffer.alloc(0), Buffer.alloc(300 * 1024, 2), Buffer.from('tail!')];
+    const sent = Buffer.concat(parts);
+    const chunks: Buffer[] = [];
+    let got = 0;
+    const back = new Promise<void>((resolve) => t.on('data', (d: Buffer) => {
+      chunks.push(d);
+      got += d.length;
+      if (got >= sent.length) resolve();
+    }));
+    t.cork();
+    for (const p of parts) t.write(p);
+    t.uncork();
+    t.write(Buffer.from('after'));
+    await back;
+    const all = Buffer.concat(chunks);
+    expect(all.length).toBe(sent.length + 5);
+    expect(all.equals(Buffer.concat([sent, Buffer.from('after')]))).toBe(true);
+    const sizes = packetsOf(fake, PacketType.DATA).map((p) => (p as { data: Uint8Array }).data.length);
+    expect(sizes).toEqual([256 * 1024, sent.length - 256 * 1024, 5]);
+    t.destroy();
+  });
+
+  test('every byte received arrives, in order, before the end that CLOSE_RSP brings', async () => {
+    const { dialer } = await setUp();
+    const t = await dialer.dial({ host: 'flood', port: 1 });
+    let got = 0;
+    let wrong = 0;
+    t.on('data', (d: Buffer) => {
+      got += d.length;
+      for (let i = 0; i < d.length; i += 4093) if (d[i] !== 1) wrong++;
+    });
+    await new Promise((r) => t.once('end', r));
+    expect([got, wrong]).toEqual([16 * 1024 * 1024, 0]);
+    t.destroy();
+  });
+
   test('end() is a full close: CLOSE_REQ, then the readable side ends on CLOSE_RSP', async () => {
     const { fake, dialer } = await setUp();
     const t = await dialer.dial(ECHO);

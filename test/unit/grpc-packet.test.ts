@@ -7,6 +7,7 @@ import {
   encodeData,
   encodeDialClose,
   encodeDialRequest,
+  type Packet,
 } from '../../src/tunnel/grpc/packet.ts';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -50,6 +51,44 @@ describe('ProxyService packets', () => {
     const p = decodePacket(encodeData(77n, payload));
     expect(p).toMatchObject({ type: PacketType.DATA, connectID: 77n, error: '' });
     expect(hex((p as { data: Uint8Array }).data)).toBe(hex(payload));
+  });
+
+  test('DATA in every shape decodes as the general decoder would (the fast path falls back when unsure)', () => {
+    const varint = (v: bigint): number[] => {
+      const out: number[] = [];
+      let u = BigInt.asUintN(64, v);
+      while (u > 0x7fn) {
+        out.push(Number(u & 0x7fn) | 0x80);
+        u >>= 7n;
+      }
+      out.push(Number(u));
+      return out;
+    };
+    const ld = (field: number, bytes: number[]): number[] => [(field << 3) | 2, ...varint(BigInt(bytes.length)), ...bytes];
+    const packet = (inner: number[]): Uint8Array => new Uint8Array([0x08, 0x04, ...ld(4, inner)]);
+    const data = (p: Packet): string => hex((p as { data: Uint8Array }).data);
+    // ids around 2^49 (the fast path's limit) and above 2^53 stay exact
+    for (const id of [1n, 127n, 128n, (1n << 49n) - 1n, 1n << 49n, (1n << 60n) + 3n, 0x7fff_ffff_ffff_ffffn]) {
+      const p = decodePacket(packet([0x08, ...varint(id), ...ld(3, [1, 2, 3])]));
+      expect([p.type, (p as { connectID: bigint }).connectID, data(p)]).toEqual([PacketType.DATA, id, '010203']);
+    }
+    // a negative int64 (10-byte varint) reads as the general decoder reads it
+    expect(decodePacket(packet([0x08, ...varint(-2n), ...ld(3, [9])]))).toMatchObject({ connectID: -2n });
+    // an error text, fields out of order, a repeated field (the last wins), an unknown field
+    expect(decodePacket(packet([0x08, 5, ...ld(2, [...Buffer.from('broken pipe')]), ...ld(3, [7])]))).toMatchObject({ connectID: 5n, error: 'broken pipe' });
+    expect(data(decodePacket(packet([...ld(3, [7, 8]), 0x08, 5])))).toBe('0708');
+    expect(decodePacket(packet([...ld(3, [7, 8]), 0x08, 5]))).toMatchObject({ connectID: 5n });
+    expect(data(decodePacket(packet([0x08, 5, ...ld(3, [1]), ...ld(3, [2, 2])])))).toBe('0202');
+    expect(data(decodePacket(packet([0x08, 5, ...ld(3, [4]), 0x78, 1])))).toBe('04');
+    // no id, no data, an empty payload
+    expect(decodePacket(packet([...ld(3, [6])]))).toMatchObject({ connectID: 0n, error: '' });
+    expect(data(decodePacket(packet([0x08, 5])))).toBe('');
+    expect(decodePacket(new Uint8Array([0x08, 0x04]))).toMatchObject({ type: PacketType.DATA, connectID: 0n, error: '' });
+    // a type field after the payload, as another encoder might put it
+    expect(decodePacket(new Uint8Array([...ld(4, [0x08, 5, ...ld(3, [1])]), 0x08, 0x04]))).toMatchObject({ type: PacketType.DATA, connectID: 5n });
+    // cut short: the data field claims more bytes than the packet holds
+    expect(() => decodePacket(packet([0x08, 5, 0x1a, 10, 1, 2]))).toThrow();
+    expect(() => decodePacket(new Uint8Array([0x08, 0x04, 0x22, 10, 0x08, 5]))).toThrow();
   });
 
   test('CLOSE_REQ, DIAL_CLS and an empty CLOSE_RSP', () => {

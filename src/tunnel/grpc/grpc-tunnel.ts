@@ -1,7 +1,7 @@
 import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
 import { DialError, agentErrorKind, isTlsError, type DialTarget } from '../dialer.ts';
-import { FrameDecoder, FrameError, frame, frameHeader } from './frames.ts';
+import { FRAME_HEADER_BYTES, FrameDecoder, FrameError, frame } from './frames.ts';
 import { PacketType, decodePacket, encodeCloseRequest, encodeDataPrefix, encodeDialClose, encodeDialRequest, type Packet } from './packet.ts';
 
 /** The server accepts messages up to 4 MiB; agents send at most 4 KiB of data per packet. */
@@ -51,6 +51,8 @@ export class GrpcTunnel extends Duplex {
   private stallTimer: NodeJS.Timeout | undefined;
   private dialDone: ((err?: DialError) => void) | undefined;
   private target: DialTarget | undefined;
+  /** Made once, rather than a closure per received chunk. */
+  private readonly onMessage = (message: Buffer): void => this.onPacket(decodePacket(message));
 
   constructor(opts: GrpcTunnelOptions) {
     // Half-open on purpose: after the server's CLOSE_RSP ended the readable side, the TLS layer above may
@@ -126,7 +128,7 @@ export class GrpcTunnel extends Duplex {
 
   private onChunk(chunk: Buffer): void {
     try {
-      this.decoder.push(chunk, (message) => this.onPacket(decodePacket(message)));
+      this.decoder.push(chunk, this.onMessage);
     } catch (err) {
       const what = err instanceof FrameError ? err.message : `undecodable packet: ${(err as Error).message}`;
       this.protocolFailure(`the ANP proxy-server at ${this.proxyName} sent ${what}`);
@@ -242,6 +244,7 @@ export class GrpcTunnel extends Duplex {
   }
 
   private pauseStream(): void {
+    if (this.destroyed) return;
     this.stream.pause();
     if (this.stallTimeoutMs > 0 && this.stallTimer === undefined) {
       this.stallTimer = setTimeout(() => {
@@ -258,6 +261,25 @@ export class GrpcTunnel extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.send([chunk], chunk.length, callback);
+  }
+
+  /**
+   * The TLS layer writes a record's pieces corked (JSStreamSocket): they go out as one DATA packet, and
+   * every packet's prefix and payload as one write of the gRPC stream.
+   */
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    const parts: Buffer[] = new Array(chunks.length);
+    let total = 0;
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i]!.chunk;
+      parts[i] = c;
+      total += c.length;
+    }
+    this.send(parts, total, callback);
+  }
+
+  private send(parts: Buffer[], total: number, callback: (error?: Error | null) => void): void {
     if (this.state === 'closed') {
       // The remote end is gone (CLOSE_RSP): nothing can reach it any more.
       callback();
@@ -267,18 +289,37 @@ export class GrpcTunnel extends Duplex {
       callback(new Error(`the tunnel to ${this.authority()} is not open`));
       return;
     }
+    const stream = this.stream;
+    stream.cork();
     let ok = true;
-    for (let off = 0; off < chunk.length; off += MAX_DATA_BYTES) {
-      const part = off === 0 && chunk.length <= MAX_DATA_BYTES ? chunk : chunk.subarray(off, Math.min(off + MAX_DATA_BYTES, chunk.length));
-      const prefix = encodeDataPrefix(this.connectID, part.length);
-      const head = Buffer.allocUnsafe(5 + prefix.length);
-      frameHeader(prefix.length + part.length).copy(head, 0);
-      head.set(prefix, 5);
-      this.stream.write(head);
-      ok = this.stream.write(part);
+    let i = 0;
+    let off = 0;
+    // Cut into packets of at most MAX_DATA_BYTES, each made of whole parts or pieces of one.
+    while (total > 0) {
+      const size = Math.min(total, MAX_DATA_BYTES);
+      const prefix = encodeDataPrefix(this.connectID, size);
+      const head = Buffer.allocUnsafe(FRAME_HEADER_BYTES + prefix.length);
+      head[0] = 0;
+      head.writeUInt32BE(prefix.length + size, 1);
+      head.set(prefix, FRAME_HEADER_BYTES);
+      ok = stream.write(head);
+      let left = size;
+      while (left > 0) {
+        const part = parts[i]!;
+        const take = Math.min(left, part.length - off);
+        if (take > 0) ok = stream.write(off === 0 && take === part.length ? part : part.subarray(off, off + take));
+        left -= take;
+        off += take;
+        if (off === part.length) {
+          i++;
+          off = 0;
+        }
+      }
+      total -= size;
     }
+    stream.uncork();
     if (ok) callback();
-    else this.stream.once('drain', () => callback());
+    else stream.once('drain', () => callback());
   }
 
   override _final(callback: (error?: Error | null) => void): void {

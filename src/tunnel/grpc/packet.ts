@@ -109,10 +109,68 @@ const bytesOf = (f: Map<number, bigint | Uint8Array>, n: number): Uint8Array => 
   const v = f.get(n);
   return v instanceof Uint8Array ? v : new Uint8Array(0);
 };
-const text = (f: Map<number, bigint | Uint8Array>, n: number): string => utf8.decode(bytesOf(f, n));
+const text = (f: Map<number, bigint | Uint8Array>, n: number): string => {
+  const b = bytesOf(f, n);
+  return b.length === 0 ? '' : utf8.decode(b);
+};
+
+const EMPTY = new Uint8Array(0);
+/** Where the last readSmallVarint stopped; module state rather than an object per call. */
+let varintEnd = 0;
+
+/**
+ * A varint of at most 7 bytes (below 2^49, so exact as a number) at `pos`, ending before `end`; -1 when it
+ * is longer, runs past `end`, or is cut short: the caller then leaves the packet to the general decoder.
+ */
+function readSmallVarint(b: Uint8Array, pos: number, end: number): number {
+  let value = 0;
+  let scale = 1;
+  for (let i = 0; i < 7 && pos < end; i++) {
+    const byte = b[pos++]!;
+    value += (byte & 0x7f) * scale;
+    if (byte < 0x80) {
+      varintEnd = pos;
+      return value;
+    }
+    scale *= 128;
+  }
+  return -1;
+}
+
+/**
+ * The DATA packets the bulk of a tunnel is made of, as Go marshals them: `type` (4), then the `data`
+ * payload holding `connectID`, no `error`, and the bytes, each field once and in field order. Anything
+ * else (an error text, unknown or repeated fields, another order, large or negative varints, bad bytes)
+ * returns undefined and goes through the general decoder, so the result never differs from it.
+ */
+function decodePlainData(b: Uint8Array): Packet | undefined {
+  const end = b.length;
+  // 0x08 0x04: field 1 (type), varint DATA; 0x22: field 4 (data), length-delimited.
+  if (end < 3 || b[0] !== 0x08 || b[1] !== PacketType.DATA || b[2] !== 0x22) return undefined;
+  const innerLength = readSmallVarint(b, 3, end);
+  if (innerLength < 0 || varintEnd + innerLength !== end) return undefined;
+  let pos = varintEnd;
+  let connectID = 0;
+  if (pos < end && b[pos] === 0x08) {
+    connectID = readSmallVarint(b, pos + 1, end);
+    if (connectID < 0) return undefined;
+    pos = varintEnd;
+  }
+  let data: Uint8Array = EMPTY;
+  if (pos < end && b[pos] === 0x1a) {
+    const length = readSmallVarint(b, pos + 1, end);
+    if (length < 0 || varintEnd + length > end) return undefined;
+    data = b.subarray(varintEnd, varintEnd + length);
+    pos = varintEnd + length;
+  }
+  if (pos !== end) return undefined;
+  return { type: PacketType.DATA, connectID: BigInt(connectID), error: '', data };
+}
 
 /** Decodes one Packet; throws on malformed protobuf. DATA payloads are views into `bytes`, not copies. */
 export function decodePacket(bytes: Uint8Array): Packet {
+  const data = decodePlainData(bytes);
+  if (data !== undefined) return data;
   const top = readFields(bytes);
   const type = Number(int64(top, FIELD_TYPE));
   const payloadField = PAYLOAD_FIELD[type];
