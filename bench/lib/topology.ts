@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,15 @@ import { freePort, loopbackBlock, waitForHttp200 } from '../../test/harness/proc
 import { clusterHash } from '../../src/tunnel/target-host.ts';
 import { NODE, startBenchProcess, type BenchProcess } from './proc.ts';
 import type { DirectTunnelSpec } from './tunnel-client.ts';
+
+/**
+ * The Node options the image runs the user-server with (the Dockerfile's NODE_OPTIONS): every Node server
+ * of the comparison, the floor included, runs with them, so that the bench measures what ships.
+ */
+const IMAGE_NODE_OPTIONS = ((): string[] => {
+  const m = /^ENV NODE_OPTIONS=(.*)$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'));
+  return m === null ? [] : m[1]!.replace(/^"|"$/g, '').split(' ').filter((a) => a !== '');
+})();
 
 export const hashedHost = (cluster: string): string => `cluster-${clusterHash(cluster)}.open-cluster-management.proxy`;
 
@@ -152,14 +161,19 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
 
     const servers: Topology['servers'] = new Map();
     // BENCH_TS_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the user-servers (bench/README.md).
-    const nodeArgs = (process.env.BENCH_TS_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+    const words = (s: string): string[] => s.split(' ').filter((a) => a !== '');
+    const nodeArgs = [...IMAGE_NODE_OPTIONS, ...words(process.env.BENCH_TS_NODE_ARGS ?? '')];
+    // BENCH_BASE_NODE_ARGS replaces the image's options for the baseline revision alone (set it empty to
+    // measure those options themselves, before and after in one run).
+    const baseNodeArgs = process.env.BENCH_BASE_NODE_ARGS === undefined ? nodeArgs : [...words(process.env.BENCH_BASE_NODE_ARGS), ...words(process.env.BENCH_TS_NODE_ARGS ?? '')];
     const startTs = async (id: 'ts' | 'tsnoview' | 'tsgrpc' | 'floor' | 'floorgrpc' | 'tsbase' | 'tsgrpcbase', proxyArgs: string[]): Promise<void> => {
       const healthPort = await freePort();
       const port = await freePort();
       const floor = id === 'floor' || id === 'floorgrpc';
-      const root = id === 'tsbase' || id === 'tsgrpcbase' ? opts.baseDir! : ROOT;
+      const baseline = id === 'tsbase' || id === 'tsgrpcbase';
+      const root = baseline ? opts.baseDir! : ROOT;
       const p = started(startBenchProcess({ ts: 'user-server', tsnoview: 'user-server-noview', tsgrpc: 'user-server-grpc', floor: 'floor', floorgrpc: 'floor-grpc', tsbase: 'user-server-base', tsgrpcbase: 'user-server-grpc-base' }[id], NODE, [
-        ...nodeArgs,
+        ...(baseline ? baseNodeArgs : nodeArgs),
         path.join(root, floor ? 'bench/runners/floor-proxy.ts' : 'src/cli.ts'),
         '--server-address=127.0.0.1', `--server-port=${port}`,
         `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`,
