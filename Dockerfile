@@ -32,7 +32,7 @@ COPY --from=build /build/dist ./dist
 ENV NODE_ENV=production
 # Node 24's young generation grows to 128 MiB committed under load and does not shrink while idle: capped
 # at 16 MiB per semi-space, RSS with 10,000 idle watches fell by ~60 MiB at the same CPU per request (8
-# saved 10 MiB more for 12-25 % more CPU). bench/README.md, finding 12. The bench runs the servers with
+# saved 10 MiB more for 12-25 % more CPU). bench/README.md, finding 13. The bench runs the servers with
 # this same value; a Deployment may override it.
 ENV NODE_OPTIONS=--max-semi-space-size=16
 # Numeric, so that runAsNonRoot can be checked without /etc/passwd; OpenShift replaces it anyway.

@@ -89,8 +89,9 @@ function sleep(ms: number): Promise<void> {
 }
 
 /**
- * Wires the front (Fastify over HTTPS with HTTP/2 and HTTP/1.1), the proxy handler and the tunnel pools.
- * Fastify routes every method and path to one handler that takes the response over (hijack): the
+ * Wires the front (an HTTPS server with HTTP/2 and HTTP/1.1, whose life Fastify manages), the proxy handler
+ * and the tunnel pools. Proxied methods go from the server straight to the handler; what Fastify still
+ * routes (every path, once closing) goes to the same handler, which takes the response over (hijack): the
  * handler streams, and Fastify must neither parse bodies nor send replies of its own.
  */
 export interface UserServerDeps {
