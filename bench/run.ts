@@ -383,6 +383,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 async function main(): Promise<number> {
   const started = new Date();
+  const loadAverageAtStart = os.loadavg().map((v) => round(v, 2));
   const cpus = os.cpus();
   log(`mode ${mode}: ${RUNS} runs of ${SECONDS} s after ${WARMUP} s warm-up; systems ${[...wanted].join(', ')}`);
   if (wanted.has('ocm') && mode !== 'smoke' && !existsSync(OCM_BIN)) {
@@ -417,7 +418,7 @@ async function main(): Promise<number> {
   const results: BenchResults = {
     mode,
     date: started.toISOString(),
-    machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, kernel: os.release(), loadAverageAtStart: os.loadavg().map((v) => round(v, 2)) },
+    machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, kernel: os.release(), loadAverageAtStart },
     settings: { runs: RUNS, seconds: SECONDS, warmupSeconds: WARMUP, anp: ANP_VERSION, upstreamCommit: UPSTREAM_COMMIT, ocmVersion: OCM_VERSION, ...(baseline === undefined ? {} : { base: baseline.commit }) },
     systems: {
       limit: { name: 'limit: client pooling its own CONNECT tunnels through ANP (undici + src/tunnel/open-tunnel.ts)', included: systems.includes('limit') },
