@@ -3,7 +3,6 @@
 // packets, one write each, as the ANP agent does. Usage:
 //   node bench/grpc-recv.ts <cert.pem> <key.pem> [MiB per tunnel=64] [tunnels=2] [rounds=3]
 import { fork } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
 import os from 'node:os';
@@ -12,6 +11,7 @@ import tls from 'node:tls';
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { FrameDecoder, frame } from '../src/tunnel/grpc/frames.ts';
 import { PacketType, decodePacket, encodeData, type Packet } from '../src/tunnel/grpc/packet.ts';
+import { startTlsSource } from './lib/tls-source.ts';
 
 const [cert, key, mibArg, tunnelsArg, roundsArg] = process.argv.slice(2);
 const MIB = Number(mibArg ?? 64);
@@ -20,19 +20,7 @@ const ROUNDS = Number(roundsArg ?? 3);
 const sock = path.join(os.tmpdir(), `grpc-recv-${process.env.CHILD === '1' ? process.ppid : process.pid}.sock`);
 
 if (process.env.CHILD === '1') {
-  const target = tls.createServer({ cert: readFileSync(cert!), key: readFileSync(key!) }, (s) => {
-    const buf = Buffer.alloc(16 * 1024, 7);
-    let left = (MIB * 1024 * 1024) / buf.length;
-    const pump = (): void => {
-      while (left > 0) { left--; if (!s.write(buf)) return; }
-      s.end();
-    };
-    s.on('drain', pump);
-    s.on('error', () => {});
-    s.once('data', pump);
-  });
-  await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
-  const port = (target.address() as net.AddressInfo).port;
+  const port = await startTlsSource(cert!, key!, MIB, 16 * 1024);
   let nextID = 1n;
   const server = http2.createServer();
   server.on('stream', (stream) => {

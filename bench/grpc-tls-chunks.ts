@@ -4,23 +4,12 @@ import { fork } from 'node:child_process';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { readFileSync } from 'node:fs';
+import { startTlsSource } from './lib/tls-source.ts';
 
 const [cert, key, mibArg] = process.argv.slice(2);
 const MIB = Number(mibArg ?? 64);
 if (process.env.CHILD === '1') {
-  const srv = tls.createServer({ cert: readFileSync(cert!), key: readFileSync(key!) }, (s) => {
-    const buf = Buffer.alloc(64 * 1024, 7);
-    let left = (MIB * 1024 * 1024) / buf.length;
-    const pump = (): void => {
-      while (left > 0) { left--; if (!s.write(buf)) return; }
-      s.end();
-    };
-    s.on('drain', pump);
-    s.on('error', () => {});
-    s.once('data', pump);
-  });
-  srv.listen(0, '127.0.0.1', () => process.send!((srv.address() as net.AddressInfo).port));
+  process.send!(await startTlsSource(cert!, key!, MIB, 64 * 1024));
 } else {
   const child = fork(process.argv[1]!, process.argv.slice(2), { env: { ...process.env, CHILD: '1' } });
   const port = await new Promise<number>((r) => child.once('message', (m) => r(m as number)));

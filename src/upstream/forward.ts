@@ -46,7 +46,7 @@ export interface ForwardRequest {
   responseHeaders?: string[];
   /** A watch or `logs -f`: at shutdown it ends as a complete response instead of being cut off. */
   longRunning?: boolean;
-  /** Aborted when the server stops for good: long streams end cleanly, anything else still running is cut off. */
+  /** Stopped when the server stops for good: long streams end cleanly, anything else still running is cut off. */
   shutdown?: StopSignal;
   /**
    * A short request whose client goes away once it was sent is left to finish, its response read and

@@ -4,19 +4,20 @@
  */
 export const FRAME_HEADER_BYTES = 5;
 
-export function frameHeader(messageLength: number): Buffer {
-  const h = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
-  h[0] = 0;
-  h.writeUInt32BE(messageLength, 1);
-  return h;
+/**
+ * A frame's header for a message of `messageLength` bytes, followed by `start`, the message's first bytes;
+ * the rest of the message is written after it.
+ */
+export function frameStart(start: Uint8Array, messageLength: number): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + start.length);
+  out[0] = 0;
+  out.writeUInt32BE(messageLength, 1);
+  out.set(start, FRAME_HEADER_BYTES);
+  return out;
 }
 
 export function frame(message: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + message.length);
-  out[0] = 0;
-  out.writeUInt32BE(message.length, 1);
-  out.set(message, FRAME_HEADER_BYTES);
-  return out;
+  return frameStart(message, message.length);
 }
 
 export class FrameError extends Error {

@@ -1,7 +1,7 @@
 import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
 import { DialError, agentErrorKind, isTlsError, type DialTarget } from '../dialer.ts';
-import { FRAME_HEADER_BYTES, FrameDecoder, FrameError, frame } from './frames.ts';
+import { FrameDecoder, FrameError, frame, frameStart } from './frames.ts';
 import { PacketType, decodePacket, encodeCloseRequest, encodeDataPrefix, encodeDialClose, encodeDialRequest, type Packet } from './packet.ts';
 
 /** The server accepts messages up to 4 MiB; agents send at most 4 KiB of data per packet. */
@@ -298,11 +298,7 @@ export class GrpcTunnel extends Duplex {
     while (total > 0) {
       const size = Math.min(total, MAX_DATA_BYTES);
       const prefix = encodeDataPrefix(this.connectID, size);
-      const head = Buffer.allocUnsafe(FRAME_HEADER_BYTES + prefix.length);
-      head[0] = 0;
-      head.writeUInt32BE(prefix.length + size, 1);
-      head.set(prefix, FRAME_HEADER_BYTES);
-      ok = stream.write(head);
+      ok = stream.write(frameStart(prefix, prefix.length + size));
       let left = size;
       while (left > 0) {
         const part = parts[i]!;
