@@ -55,6 +55,8 @@ export interface FrontHttp2Limits {
   maxHeaderListPairs: number;
   /** Megabytes, as Node's maxSessionMemory. */
   maxSessionMemory: number;
+  /** An HTTP/2 connection idle this long gets GOAWAY (the session's timeout). */
+  idleTimeoutMs: number;
 }
 
 /** A setting that cannot be used; the message names it, as the operator typed it. */
@@ -217,6 +219,7 @@ export function buildConfig(raw: Raw): Config {
         maxSessionRejectedStreams: required('http2-max-rejected-streams', parseUint32Count),
         maxHeaderListPairs: atLeast('http2-max-header-pairs', required('http2-max-header-pairs', parseUint32Count), 4, 'the four request pseudo-headers count'),
         maxSessionMemory: required('http2-max-session-memory', parseUint32Count),
+        idleTimeoutMs: positive('http2-idle-timeout', required('http2-idle-timeout', parseDuration)),
       },
     },
     health: { address: required('health-address', parseString), port: required('health-port', parsePort) },

@@ -74,6 +74,7 @@ export const SETTINGS = [
   spec('http2-max-rejected-streams', 'count', '100', 'HTTP/2 streams refused on one connection (over the stream or memory limit) before it is closed'),
   spec('http2-max-header-pairs', 'count', '128', 'HTTP/2 header fields per request, pseudo-headers included (at least 4); more reset the stream'),
   spec('http2-max-session-memory', 'count', '10', 'megabytes one HTTP/2 connection may hold (streams, header tables, queued output); beyond it new streams are refused'),
+  spec('http2-idle-timeout', 'duration', '72s', 'an HTTP/2 connection with no request open for this long gets GOAWAY'),
   spec('unknown-protocol-timeout', 'duration', '10s', 'a TLS client that negotiated neither h2 nor http/1.1 is disconnected after this long'),
   spec('agent-retry-after', 'duration', '1s', 'Retry-After sent with 503 when a cluster has no connected agent; client-go retries such a 503 up to 10 times, this long apart'),
   spec('tls-reload-interval', 'duration', '1m', 'also re-read certificate files and --exposed-services-file this often, besides watching their directories (0: watch only)'),

@@ -59,9 +59,6 @@ const HEADERS_CHECK_INTERVAL_MS = 1_000;
 /** Connections dropped at --max-connections are logged at most this often. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
-/** An HTTP/2 connection with no stream for this long gets GOAWAY (Fastify's http2SessionTimeout default). */
-const H2_SESSION_IDLE_MS = 72_000;
-
 /** The methods the proxy route serves; others get a 405 Status. */
 const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 const PROXIED = new Set<string>(PROXIED_METHODS);
@@ -193,7 +190,8 @@ export function createUserServer(config: Config, logger: Logger, deps: UserServe
           res.destroy();
         });
       });
-      server.on('session', (session) => session.setTimeout(H2_SESSION_IDLE_MS, () => session.close()));
+      // An idle connection gets GOAWAY (--http2-idle-timeout; Fastify's own server did this at 72 s).
+      server.on('session', (session) => session.setTimeout(h2.idleTimeoutMs, () => session.close()));
       return server;
     },
     loggerInstance: logger,

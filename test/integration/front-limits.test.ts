@@ -167,6 +167,19 @@ describe('HTTP/2 front', () => {
     s2.destroy();
   });
 
+  test('--http2-idle-timeout: a connection idle after its request gets GOAWAY and closes', async () => {
+    const f = await startFront({ 'http2-idle-timeout': '1s' }, noAgent);
+    const session = await h2Session(f.port);
+    const goaway = new Promise<number>((resolve) => session.once('goaway', (code: number) => resolve(code)));
+    const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    const started = Date.now();
+    expect((await h2Request(session, { ':path': '/cluster-a/api' })).status).toBe(503);
+    expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    await closed;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   /** Opens streams 1, 3, 5, ... in one write, request bodies still to come; their dials never finish. */
   function openStreams(c: RawH2Connection, count: number): number[] {
     const ids = Array.from({ length: count }, (_, i) => 1 + 2 * i);

@@ -120,6 +120,7 @@ describe('buildConfig', () => {
           maxSessionRejectedStreams: 100,
           maxHeaderListPairs: 128,
           maxSessionMemory: 10,
+          idleTimeoutMs: 72_000,
         },
       },
       health: { address: '0.0.0.0', port: 8000 },
@@ -657,18 +658,18 @@ describe('limits on the client side', () => {
       maxConnections: 10_000,
       requestHeadersTimeoutMs: 32_000,
       unknownProtocolTimeoutMs: 10_000,
-      http2: { maxConcurrentStreams: 250, streamResetBurst: 1000, streamResetRate: 33, maxSessionInvalidFrames: 100, maxSessionRejectedStreams: 100, maxHeaderListPairs: 128, maxSessionMemory: 10 },
+      http2: { maxConcurrentStreams: 250, streamResetBurst: 1000, streamResetRate: 33, maxSessionInvalidFrames: 100, maxSessionRejectedStreams: 100, maxHeaderListPairs: 128, maxSessionMemory: 10, idleTimeoutMs: 72_000 },
     });
   });
 
   test('each is set by flag or environment variable', () => {
     const env = { CLUSTER_PROXY_HTTP2_MAX_CONCURRENT_STREAMS: '100', CLUSTER_PROXY_MAX_CONNECTIONS: '50', CLUSTER_PROXY_REQUEST_HEADERS_TIMEOUT: '10s' };
-    const c = config([...UDS, '--http2-stream-reset-burst=200', '--http2-stream-reset-rate=10', '--http2-max-invalid-frames=7', '--http2-max-rejected-streams=8', '--http2-max-header-pairs=64', '--http2-max-session-memory=4', '--unknown-protocol-timeout=2s', '--max-connections=60'], env);
+    const c = config([...UDS, '--http2-stream-reset-burst=200', '--http2-stream-reset-rate=10', '--http2-max-invalid-frames=7', '--http2-max-rejected-streams=8', '--http2-max-header-pairs=64', '--http2-max-session-memory=4', '--http2-idle-timeout=30s', '--unknown-protocol-timeout=2s', '--max-connections=60'], env);
     expect(c.server).toMatchObject({
       maxConnections: 60,
       requestHeadersTimeoutMs: 10_000,
       unknownProtocolTimeoutMs: 2_000,
-      http2: { maxConcurrentStreams: 100, streamResetBurst: 200, streamResetRate: 10, maxSessionInvalidFrames: 7, maxSessionRejectedStreams: 8, maxHeaderListPairs: 64, maxSessionMemory: 4 },
+      http2: { maxConcurrentStreams: 100, streamResetBurst: 200, streamResetRate: 10, maxSessionInvalidFrames: 7, maxSessionRejectedStreams: 8, maxHeaderListPairs: 64, maxSessionMemory: 4, idleTimeoutMs: 30_000 },
     });
   });
 
