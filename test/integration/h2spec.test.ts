@@ -57,12 +57,18 @@ let upstream: https.Server;
 let us: UserServer;
 let port: number;
 
+/** Well under h2spec's 2 s timeout per case. */
+const ANSWER_DELAY_MS = 300;
+
 beforeAll(async () => {
   if (!existsSync(H2SPEC)) throw new Error(`${H2SPEC} is missing: run scripts/build-test-deps.sh`);
-  // The service-proxy stand-in: reads the whole request body, then answers 200 with 1 KiB.
+  // The service-proxy stand-in: reads the whole request body, then answers 200 with 1 KiB after a pause.
+  // The pause keeps each stream half-closed (remote) while h2spec probes it: answered at once, a stream can
+  // close before h2spec's next frame arrives on a busy machine, and case 5.1/6 then meets 5.1/12's closed
+  // stream instead (seen once in the full suite).
   upstream = https.createServer({ cert: certs.read('service-proxy.crt'), key: certs.read('service-proxy.key') }, (req, res) => {
     req.resume();
-    req.on('end', () => res.writeHead(200, { 'content-type': 'text/plain' }).end('x'.repeat(1024)));
+    req.on('end', () => setTimeout(() => res.writeHead(200, { 'content-type': 'text/plain' }).end('x'.repeat(1024)), ANSWER_DELAY_MS));
   });
   upstream.listen(0, '127.0.0.1');
   await once(upstream, 'listening');
