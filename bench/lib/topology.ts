@@ -179,6 +179,8 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
         `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`,
         '--health-address=127.0.0.1', `--health-port=${healthPort}`,
         ...proxyArgs,
+        // BENCH_TS_ARGS adds user-server flags (not the floor's), e.g. "--access-log=false" to measure one feature.
+        ...(floor ? [] : words(process.env.BENCH_TS_ARGS ?? '')),
         `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
         // No drain wait at the end of a run: the process must exit within the stop timeout, or a
         // --cpu-prof profile is never written.

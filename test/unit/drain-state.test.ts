@@ -28,13 +28,24 @@ describe('DrainState', () => {
     const d = new DrainState();
     const calls: number[] = [];
     const listeners = Array.from({ length: 50 }, (_, i) => () => calls.push(i));
-    for (const l of listeners) d.shutdownSignal.add(l);
-    d.shutdownSignal.delete(listeners[7]!);
+    const entries = listeners.map((l) => d.shutdownSignal.add(l));
+    d.shutdownSignal.delete(entries[7]!);
+    d.shutdownSignal.delete(entries[7]!);
     expect(d.shutdownSignal.stopped).toBe(false);
     d.stopStreams();
     d.stopStreams();
     expect(d.shutdownSignal.stopped).toBe(true);
     expect(calls).toEqual(Array.from({ length: 50 }, (_, i) => i).filter((i) => i !== 7));
+  });
+
+  test('entries deleted from the head, the middle and the tail leave the others in order', () => {
+    const d = new DrainState();
+    const calls: number[] = [];
+    const entries = Array.from({ length: 6 }, (_, i) => d.shutdownSignal.add(() => calls.push(i)));
+    for (const i of [0, 3, 5]) d.shutdownSignal.delete(entries[i]!);
+    d.shutdownSignal.add(() => calls.push(6));
+    d.stopStreams();
+    expect(calls).toEqual([1, 2, 4, 6]);
   });
 
   test('a listener removed by an earlier one while the streams stop is not called', () => {
@@ -45,10 +56,14 @@ describe('DrainState', () => {
     };
     const a = (): void => {
       calls.push('a');
-      d.shutdownSignal.delete(a);
-      d.shutdownSignal.delete(b);
+      d.shutdownSignal.delete(entryA);
+      d.shutdownSignal.delete(entryB);
     };
-    d.shutdownSignal.add(a);
+    const entryA = d.shutdownSignal.add(a);
+    const entryB = d.shutdownSignal.add(b);
+    d.stopStreams();
+    expect(calls).toEqual(['a']);
+    // Added after the stop: never called.
     d.shutdownSignal.add(b);
     d.stopStreams();
     expect(calls).toEqual(['a']);
