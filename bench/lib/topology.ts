@@ -15,8 +15,13 @@ import type { DirectTunnelSpec } from './tunnel-client.ts';
  */
 const IMAGE_NODE_OPTIONS = ((): string[] => {
   const m = /^ENV NODE_OPTIONS=(.*)$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'));
-  return m === null ? [] : m[1]!.replace(/^"|"$/g, '').split(' ').filter((a) => a !== '');
+  return m === null ? [] : words(m[1]!.replace(/^"|"$/g, ''));
 })();
+
+/** Space-separated arguments (of an environment variable or a Dockerfile line). */
+function words(s: string): string[] {
+  return s.split(' ').filter((a) => a !== '');
+}
 
 export const hashedHost = (cluster: string): string => `cluster-${clusterHash(cluster)}.open-cluster-management.proxy`;
 
@@ -161,11 +166,13 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
 
     const servers: Topology['servers'] = new Map();
     // BENCH_TS_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the user-servers (bench/README.md).
-    const words = (s: string): string[] => s.split(' ').filter((a) => a !== '');
-    const nodeArgs = [...IMAGE_NODE_OPTIONS, ...words(process.env.BENCH_TS_NODE_ARGS ?? '')];
+    const profileArgs = words(process.env.BENCH_TS_NODE_ARGS ?? '');
+    const nodeArgs = [...IMAGE_NODE_OPTIONS, ...profileArgs];
     // BENCH_BASE_NODE_ARGS replaces the image's options for the baseline revision alone (set it empty to
     // measure those options themselves, before and after in one run).
-    const baseNodeArgs = process.env.BENCH_BASE_NODE_ARGS === undefined ? nodeArgs : [...words(process.env.BENCH_BASE_NODE_ARGS), ...words(process.env.BENCH_TS_NODE_ARGS ?? '')];
+    const baseNodeArgs = process.env.BENCH_BASE_NODE_ARGS === undefined ? nodeArgs : [...words(process.env.BENCH_BASE_NODE_ARGS), ...profileArgs];
+    // BENCH_TS_ARGS adds user-server flags (not the floor's), e.g. "--access-log=false" to measure one feature.
+    const userServerArgs = words(process.env.BENCH_TS_ARGS ?? '');
     const startTs = async (id: 'ts' | 'tsnoview' | 'tsgrpc' | 'floor' | 'floorgrpc' | 'tsbase' | 'tsgrpcbase', proxyArgs: string[]): Promise<void> => {
       const healthPort = await freePort();
       const port = await freePort();
@@ -179,8 +186,7 @@ export async function startTopology(opts: { go: boolean; ocm: boolean; tsgrpc: b
         `--server-cert=${certs.file('user-server.crt')}`, `--server-key=${certs.file('user-server.key')}`,
         '--health-address=127.0.0.1', `--health-port=${healthPort}`,
         ...proxyArgs,
-        // BENCH_TS_ARGS adds user-server flags (not the floor's), e.g. "--access-log=false" to measure one feature.
-        ...(floor ? [] : words(process.env.BENCH_TS_ARGS ?? '')),
+        ...(floor ? [] : userServerArgs),
         `--service-proxy-ca-cert=${certs.file('ca.crt')}`,
         // No drain wait at the end of a run: the process must exit within the stop timeout, or a
         // --cpu-prof profile is never written.
